@@ -1,0 +1,1 @@
+"""The causal graph: actors, events, drifts and the resources they touch."""

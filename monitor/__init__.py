@@ -1,0 +1,1 @@
+"""Driftline's core: domain types, Terraform state, detection, store, hub and the daemon."""

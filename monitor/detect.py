@@ -1,0 +1,354 @@
+"""Detection: a pure function of (event, state index, rules, clock) -> drifts."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from monitor.clock import Clock, utc_now
+from monitor.model import ChangeEvent, Drift, DriftKind
+from monitor.tfstate import REDACTED, ResourceInstance, StateIndex, is_secret_name
+from rules.catalogue import Catalogue, Change, EventRule
+from rules.paths import WILDCARD, extract
+from rules.severity import SeverityRules
+from rules.transforms import STATE_PARSERS, TRANSFORMS, TransformError
+
+READ_PREFIXES = (
+    "Get",
+    "List",
+    "Describe",
+    "Head",
+    "Lookup",
+    "Search",
+    "Check",
+    "Batch Get",
+    "Query",
+    "Scan",
+    "Select",
+    "View",
+    "Preview",
+    "Estimate",
+    "Validate",
+    "Test",
+    "Simulate",
+    "Generate",
+    "Decrypt",
+    "Encrypt",
+    "Assume",
+    "Download",
+    "Poll",
+)
+MUTATING_PREFIXES = (
+    "Put",
+    "Update",
+    "Modify",
+    "Set",
+    "Attach",
+    "Detach",
+    "Associate",
+    "Disassociate",
+    "Add",
+    "Remove",
+    "Enable",
+    "Disable",
+    "Authorize",
+    "Revoke",
+    "Replace",
+    "Change",
+    "Tag",
+    "Untag",
+    "Start",
+    "Stop",
+    "Reset",
+    "Restore",
+    "Register",
+    "Deregister",
+    "Apply",
+    "Create",
+    "Delete",
+    "Terminate",
+)
+SERVICE_ROLE_PATH = "/aws-service-role/"
+
+# Why an event produced no drift (counted in summaries and /stats).
+SKIP_FAILED = "failed call"
+SKIP_READ_ONLY = "read-only call"
+SKIP_TERRAFORM = "made by Terraform"
+SKIP_SERVICE = "AWS service-internal call"
+SKIP_UNMAPPED = "not in the catalogue"
+SKIP_NO_ID = "no resource identifier in the record"
+SKIP_NOT_IN_STATE = "resource not in state"
+SKIP_IN_STATE = "created resource is in state"
+SKIP_NO_CHANGE = "matches state"
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    drifts: tuple[Drift, ...]
+    skipped: str | None = None
+
+
+def drift_id(event_id: str, resource_id: str, field: str | None) -> str:
+    key = f"{event_id}|{resource_id}|{field or ''}".encode()
+    return "drift-" + hashlib.blake2b(key, digest_size=10).hexdigest()
+
+
+class Detector:
+    """Judges change events against the declared state. Holds no mutable state."""
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        severity: SeverityRules,
+        index: StateIndex,
+        apply_principals: Iterable[str] = (),
+        clock: Clock = utc_now,
+    ) -> None:
+        self.catalogue = catalogue
+        self.severity = severity
+        self.index = index
+        self.apply_principals = frozenset(apply_principals)
+        self.clock = clock
+
+    def with_index(self, index: StateIndex) -> Detector:
+        """The same rules over a new state (after a reload)."""
+        return Detector(self.catalogue, self.severity, index, self.apply_principals, self.clock)
+
+    def skip_reason(self, event: ChangeEvent) -> str | None:
+        """Why this event cannot be drift whatever the state says, or None."""
+        if event.error_code:
+            return SKIP_FAILED
+        if event.read_only:
+            return SKIP_READ_ONLY
+        ua = event.user_agent
+        if ua and "Terraform/" in ua:
+            return SKIP_TERRAFORM
+        actor = event.actor
+        if actor.type == "AWSService" or (actor.role and SERVICE_ROLE_PATH in actor.role):
+            return SKIP_SERVICE
+        if self.apply_principals and (
+            actor.arn in self.apply_principals
+            or actor.role in self.apply_principals
+            or actor.user_name in self.apply_principals
+        ):
+            return SKIP_TERRAFORM
+        return None
+
+    def detect(self, event: ChangeEvent) -> Detection:
+        skip = self.skip_reason(event)
+        if skip:
+            return Detection((), skip)
+        rule = self.catalogue.lookup(event.event_source, event.event_name)
+        if rule is None:
+            return self._unmapped(event)
+        root = event.root()
+        ids: list[Any] = []
+        for path in rule.id_paths:
+            ids = extract(root, path)
+            if ids:
+                break
+        if not ids:
+            return Detection((), SKIP_NO_ID)
+        detected_at = self.clock()
+        drifts: list[Drift] = []
+        reason = None
+        for raw_id in ids:
+            if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
+                continue
+            rid = str(raw_id)
+            inst = None
+            for rtype in rule.resource_types:
+                inst = self.index.find(rtype, rid)
+                if inst is not None:
+                    break
+            if rule.change is Change.CREATE:
+                if inst is None:
+                    drifts.append(
+                        self._drift(
+                            event,
+                            rule,
+                            DriftKind.UNMANAGED,
+                            rule.resource_types[0],
+                            rid,
+                            None,
+                            None,
+                            None,
+                            None,
+                            detected_at,
+                        )
+                    )
+                else:
+                    reason = SKIP_IN_STATE
+            elif inst is None:
+                reason = SKIP_NOT_IN_STATE
+            elif rule.change is Change.DELETE:
+                drifts.append(
+                    self._drift(
+                        event,
+                        rule,
+                        DriftKind.MISSING,
+                        inst.type,
+                        inst.resource_id,
+                        inst,
+                        None,
+                        None,
+                        None,
+                        detected_at,
+                    )
+                )
+            else:
+                found = self._modified(event, rule, root, inst, detected_at)
+                if found:
+                    drifts.extend(found)
+                else:
+                    reason = SKIP_NO_CHANGE
+        drifts.sort(key=lambda d: (d.resource_address or "", d.resource_id, d.field or ""))
+        return Detection(tuple(drifts), None if drifts else reason)
+
+    def _modified(
+        self,
+        event: ChangeEvent,
+        rule: EventRule,
+        root: dict[str, Any],
+        inst: ResourceInstance,
+        detected_at: str,
+    ) -> list[Drift]:
+        drifts: list[Drift] = []
+        extracted = False
+        for attr in rule.attributes:
+            values = extract(root, attr.path)
+            if not values:
+                continue
+            new_raw: Any = values if WILDCARD in attr.path else values[0]
+            if attr.mapping:
+                table = dict(attr.mapping)
+                new_raw = table.get(str(new_raw), new_raw)
+            make, canon = TRANSFORMS[attr.transform]
+            old = inst.value(attr.field)
+            parser = STATE_PARSERS.get(attr.transform)
+            if parser is not None:
+                with contextlib.suppress(TransformError):
+                    old = parser(old)
+            try:
+                new = make(new_raw, old)
+                differs = canon(new) != canon(old)
+            except TransformError:
+                continue
+            extracted = True
+            if differs:
+                drifts.append(
+                    self._drift(
+                        event,
+                        rule,
+                        DriftKind.MODIFIED,
+                        inst.type,
+                        inst.resource_id,
+                        inst,
+                        attr.field,
+                        old,
+                        new,
+                        detected_at,
+                    )
+                )
+        if not extracted:
+            drifts.append(
+                self._drift(
+                    event,
+                    rule,
+                    DriftKind.MODIFIED,
+                    inst.type,
+                    inst.resource_id,
+                    inst,
+                    None,
+                    None,
+                    None,
+                    detected_at,
+                )
+            )
+        return drifts
+
+    def _unmapped(self, event: ChangeEvent) -> Detection:
+        """A mutating call the catalogue does not know: a coarse drift per managed resource
+        its request names."""
+        name = event.event_name
+        if event.read_only is None and name.startswith(READ_PREFIXES):
+            return Detection((), SKIP_READ_ONLY)
+        if not name.startswith(MUTATING_PREFIXES) or not event.request:
+            return Detection((), SKIP_UNMAPPED)
+        seen: dict[str, ResourceInstance] = {}
+        for value in event.request.values():
+            if isinstance(value, str) and len(value) > 2:
+                for inst in self.index.find_any(value):
+                    seen.setdefault(inst.address, inst)
+        if not seen:
+            return Detection((), SKIP_UNMAPPED)
+        detected_at = self.clock()
+        drifts = [
+            self._drift(
+                event,
+                None,
+                DriftKind.MODIFIED,
+                inst.type,
+                inst.resource_id,
+                inst,
+                None,
+                None,
+                None,
+                detected_at,
+            )
+            for _, inst in sorted(seen.items())
+        ]
+        return Detection(tuple(drifts))
+
+    def _drift(
+        self,
+        event: ChangeEvent,
+        rule: EventRule | None,
+        kind: DriftKind,
+        rtype: str,
+        rid: str,
+        inst: ResourceInstance | None,
+        field: str | None,
+        old: Any,
+        new: Any,
+        detected_at: str,
+    ) -> Drift:
+        if (
+            field is not None
+            and inst is not None
+            and (inst.is_sensitive(field) or is_secret_name(field))
+        ):
+            old = REDACTED if old is not None else None
+            new = REDACTED if new is not None else None
+        category = rule.category if rule else "other"
+        event_key = f"{event.event_source}:{event.event_name}"
+        if rule and rule.severity and event_key not in self.severity.events:
+            severity = rule.severity
+        else:
+            severity = self.severity.rate(category, field, kind.value, event_key)
+        return Drift(
+            id=drift_id(event.event_id, rid, field),
+            kind=kind,
+            severity=severity,
+            category=category,
+            provider=rule.provider if rule else event.provider,
+            account_id=event.account_id,
+            region=event.region,
+            resource_type=rtype,
+            resource_id=rid,
+            resource_address=inst.address if inst else None,
+            field=field,
+            old_value=old,
+            new_value=new,
+            event_id=event.event_id,
+            event_name=event.event_name,
+            event_source=event.event_source,
+            event_time=event.event_time,
+            detected_at=detected_at,
+            actor=event.actor,
+            source_ip=event.source_ip,
+            user_agent=event.user_agent,
+        )

@@ -1,0 +1,33 @@
+"""Assembling a Detector from state paths and rule files (shared by `detect` and `serve`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from monitor.clock import Clock, utc_now
+from monitor.detect import Detector
+from monitor.tfstate import StateIndex, TfState, load_states
+from rules.catalogue import Catalogue, load_catalogue
+from rules.severity import SeverityRules, load_severity
+
+
+def load_rules(severity_path: str | Path | None = None) -> tuple[Catalogue, SeverityRules]:
+    catalogue = load_catalogue()
+    severity = load_severity(Path(severity_path) if severity_path else None)
+    return catalogue, severity
+
+
+def build_index(states: Iterable[TfState], catalogue: Catalogue) -> StateIndex:
+    return StateIndex(states, catalogue.identifiers)
+
+
+def build_detector(
+    state_paths: Iterable[str | Path],
+    severity_path: str | Path | None = None,
+    apply_principals: Iterable[str] = (),
+    clock: Clock = utc_now,
+) -> Detector:
+    catalogue, severity = load_rules(severity_path)
+    index = build_index(load_states(state_paths), catalogue)
+    return Detector(catalogue, severity, index, apply_principals, clock)

@@ -1,0 +1,347 @@
+"""Terraform state (format version 4): loading, validation, redaction and the lookup index."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+SUPPORTED_VERSION = 4
+REDACTED = "(sensitive)"
+STATE_SUFFIXES = (".tfstate", ".tfstate.backup")
+_SECRET = re.compile(
+    r"(^|_)(password|passwd|secret|private_key|token|credentials?|api_key|auth_key|key_material"
+    r"|ses_smtp_password(_v4)?|connection_string|sas|access_key_secret)($|_)"
+)
+_NOT_SECRET_SUFFIX = ("_arn", "_id", "_ids", "_name", "_names", "_arns", "_enabled", "_type")
+_TF_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
+PROVIDER_NAMES = {
+    "aws": "aws",
+    "google": "gcp",
+    "google-beta": "gcp",
+    "azurerm": "azure",
+    "kubernetes": "kubernetes",
+}
+
+
+class StateError(ValueError):
+    """A state file could not be used; the message names the file and the problem."""
+
+
+def is_secret_name(name: str) -> bool:
+    """A well-known secret attribute name (password, secret, private_key, token, ...)."""
+    low = name.lower()
+    return bool(_SECRET.search(low)) and not low.endswith(_NOT_SECRET_SUFFIX)
+
+
+def redact(value: Any, sensitive: frozenset[str] = frozenset()) -> Any:
+    """A copy of an attributes mapping with sensitive and secret-named values replaced."""
+    if isinstance(value, dict):
+        return {
+            k: (
+                REDACTED
+                if (k in sensitive or is_secret_name(k)) and v not in (None, "", [], {})
+                else redact(v)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceInstance:
+    """One instance of a resource in a state (one per count/for_each key)."""
+
+    address: str
+    mode: str
+    type: str
+    name: str
+    module: str | None
+    index_key: str | int | None
+    provider: str
+    provider_name: str
+    attributes: dict[str, Any]
+    sensitive: frozenset[str]
+    dependencies: tuple[str, ...]
+    state_path: str
+
+    @property
+    def resource_id(self) -> str:
+        v = self.attributes.get("id")
+        return str(v) if v not in (None, "") else self.address
+
+    def value(self, field: str) -> Any:
+        """An attribute, or a nested value by dotted path (`versioning.0.enabled`)."""
+        if "." not in field:
+            return self.attributes.get(field)
+        node: Any = self.attributes
+        for part in field.split("."):
+            if isinstance(node, dict):
+                node = node.get(part)
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                return None
+        return node
+
+    def is_sensitive(self, field: str) -> bool:
+        top = field.split(".", 1)[0]
+        return top in self.sensitive or any(is_secret_name(p) for p in field.split("."))
+
+    def public_attributes(self) -> dict[str, Any]:
+        public: dict[str, Any] = redact(self.attributes, self.sensitive)
+        return public
+
+    def as_dict(self, with_attributes: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "address": self.address,
+            "type": self.type,
+            "name": self.name,
+            "module": self.module,
+            "index_key": self.index_key,
+            "provider": self.provider,
+            "mode": self.mode,
+            "id": self.attributes.get("id"),
+            "dependencies": list(self.dependencies),
+            "state_path": self.state_path,
+        }
+        if with_attributes:
+            out["attributes"] = self.public_attributes()
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class TfState:
+    path: str
+    version: int
+    terraform_version: str
+    serial: int
+    lineage: str
+    managed: tuple[ResourceInstance, ...]
+    data: tuple[ResourceInstance, ...]
+    last_modified: str
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "version": self.version,
+            "terraform_version": self.terraform_version,
+            "serial": self.serial,
+            "lineage": self.lineage,
+            "resource_count": len(self.managed),
+            "data_source_count": len(self.data),
+            "last_modified": self.last_modified,
+        }
+
+
+def _address(module: str | None, mode: str, rtype: str, name: str, key: Any) -> str:
+    base = f"{rtype}.{name}" if mode == "managed" else f"data.{rtype}.{name}"
+    if module:
+        base = f"{module}.{base}"
+    if key is None:
+        return base
+    if isinstance(key, int):
+        return f"{base}[{key}]"
+    return f'{base}["{key}"]'
+
+
+def provider_name(provider: str) -> str:
+    """`provider["registry.terraform.io/hashicorp/aws"]` or `provider.aws` -> `aws`."""
+    _, sep, rest = provider.partition('provider["')
+    if sep:
+        raw = rest.split('"', 1)[0].rsplit("/", 1)[-1]
+    else:
+        _, sep, rest = provider.partition("provider.")
+        raw = rest.split(".", 1)[0] if sep else provider
+    return PROVIDER_NAMES.get(raw, raw)
+
+
+def _sensitive_names(raw: Any) -> frozenset[str]:
+    """Top-level attribute names from `sensitive_attributes` (either path format)."""
+    names: set[str] = set()
+    for entry in raw or []:
+        steps = entry if isinstance(entry, list) else [entry]
+        for step in steps:
+            if isinstance(step, dict) and step.get("type") == "get_attr" and step.get("value"):
+                names.add(str(step["value"]))
+                break
+    return frozenset(names)
+
+
+def parse_state(doc: Any, path: str, mtime: float | None = None) -> TfState:
+    """Validate a decoded state document and build its instances."""
+    if not isinstance(doc, dict):
+        raise StateError(f"{path}: not a Terraform state (expected a JSON object)")
+    version = doc.get("version")
+    if version != SUPPORTED_VERSION:
+        if isinstance(version, int) and version < SUPPORTED_VERSION:
+            raise StateError(
+                f"{path}: state format version {version} is not supported; only version 4 "
+                "(Terraform 0.12 and later) is. Run `terraform state pull` with a current "
+                "Terraform to upgrade it."
+            )
+        raise StateError(f"{path}: unknown state format version {version!r} (expected 4)")
+    tf_version = doc.get("terraform_version")
+    m = _TF_VERSION.match(tf_version) if isinstance(tf_version, str) else None
+    if not m:
+        raise StateError(f"{path}: terraform_version {tf_version!r} is not a version number")
+    if (int(m.group(1)), int(m.group(2))) < (0, 12):
+        raise StateError(
+            f"{path}: terraform_version {tf_version} cannot write state format 4 "
+            "(needs 0.12 or later); the file is inconsistent"
+        )
+    resources = doc.get("resources", [])
+    if not isinstance(resources, list):
+        raise StateError(f"{path}: 'resources' must be a list")
+    serial = doc.get("serial", 0)
+    if not isinstance(serial, int):
+        raise StateError(f"{path}: 'serial' must be an integer")
+    managed: list[ResourceInstance] = []
+    data: list[ResourceInstance] = []
+    for n, res in enumerate(resources):
+        where = f"{path}: resources[{n}]"
+        if not isinstance(res, dict):
+            raise StateError(f"{where}: expected an object")
+        mode, rtype, name = res.get("mode"), res.get("type"), res.get("name")
+        if (
+            mode not in ("managed", "data")
+            or not isinstance(rtype, str)
+            or not isinstance(name, str)
+        ):
+            raise StateError(f"{where}: needs mode (managed|data), type and name")
+        module = res.get("module")
+        if module is not None and not isinstance(module, str):
+            raise StateError(f"{where}: 'module' must be a string")
+        provider = str(res.get("provider", ""))
+        pname = provider_name(provider) if provider else rtype.split("_", 1)[0]
+        instances = res.get("instances", [])
+        if not isinstance(instances, list):
+            raise StateError(f"{where}: 'instances' must be a list")
+        for k, inst in enumerate(instances):
+            if not isinstance(inst, dict):
+                raise StateError(f"{where}.instances[{k}]: expected an object")
+            attrs = inst.get("attributes")
+            if attrs is None and "attributes_flat" in inst:
+                attrs = dict(inst["attributes_flat"])
+            if not isinstance(attrs, dict):
+                raise StateError(f"{where}.instances[{k}]: 'attributes' must be an object")
+            deps = inst.get("dependencies") or inst.get("depends_on") or res.get("depends_on") or []
+            key = inst.get("index_key")
+            ri = ResourceInstance(
+                address=_address(module, mode, rtype, name, key),
+                mode=mode,
+                type=rtype,
+                name=name,
+                module=module,
+                index_key=key,
+                provider=provider,
+                provider_name=pname,
+                attributes=attrs,
+                sensitive=_sensitive_names(inst.get("sensitive_attributes")),
+                dependencies=tuple(str(d) for d in deps if isinstance(d, str)),
+                state_path=path,
+            )
+            (managed if mode == "managed" else data).append(ri)
+    modified = datetime.fromtimestamp(mtime or 0, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return TfState(
+        path=path,
+        version=version,
+        terraform_version=str(tf_version),
+        serial=serial,
+        lineage=str(doc.get("lineage", "")),
+        managed=tuple(managed),
+        data=tuple(data),
+        last_modified=modified,
+    )
+
+
+def load_state_file(path: str | Path) -> TfState:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+        mtime = p.stat().st_mtime
+    except OSError as exc:
+        raise StateError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    if not raw.strip():
+        raise StateError(f"{p}: file is empty")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise StateError(f"{p}: not valid JSON (truncated or corrupt?): {exc}") from None
+    return parse_state(doc, str(p), mtime)
+
+
+def state_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Files named directly, plus every `*.tfstate` below each directory, sorted."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*.tfstate") if f.is_file()))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise StateError(f"{p}: no such file or directory")
+    return out
+
+
+def load_states(paths: Iterable[str | Path]) -> list[TfState]:
+    """Load several states (workspaces, stacks); the first bad file raises StateError."""
+    return [load_state_file(p) for p in state_files(paths)]
+
+
+class StateIndex:
+    """O(1) lookup of managed instances by the identifiers cloud events carry."""
+
+    DEFAULT_KEYS = ("name",)
+
+    def __init__(
+        self, states: Iterable[TfState], identifiers: Mapping[str, tuple[str, ...]] | None = None
+    ) -> None:
+        self.states = list(states)
+        self.identifiers = dict(identifiers or {})
+        self.by_key: dict[tuple[str, str], ResourceInstance] = {}
+        self.by_value: dict[str, list[ResourceInstance]] = {}
+        self.by_address: dict[str, ResourceInstance] = {}
+        self.resources: list[ResourceInstance] = []
+        for state in self.states:
+            for inst in state.managed:
+                self._add(inst)
+
+    def _add(self, inst: ResourceInstance) -> None:
+        address = inst.address
+        if address in self.by_address and len(self.states) > 1:
+            address = f"{inst.state_path}:{address}"
+        self.by_address[address] = inst
+        self.resources.append(inst)
+        attrs = inst.attributes
+        keys = ("id", "arn", *self.identifiers.get(inst.type, self.DEFAULT_KEYS))
+        for key in keys:
+            value = attrs.get(key)
+            if isinstance(value, (str, int)) and not isinstance(value, bool) and value != "":
+                sval = str(value)
+                self.by_key.setdefault((inst.type, sval), inst)
+                bucket = self.by_value.setdefault(sval, [])
+                if inst not in bucket:
+                    bucket.append(inst)
+
+    def find(self, rtype: str, value: str) -> ResourceInstance | None:
+        """The instance of `rtype` known by `value`; ARNs also match by their last segment."""
+        hit = self.by_key.get((rtype, value))
+        if hit is None and value.startswith("arn:"):
+            tail = value.rsplit("/", 1)[-1] if "/" in value else value.rsplit(":", 1)[-1]
+            hit = self.by_key.get((rtype, tail))
+        return hit
+
+    def find_any(self, value: str) -> list[ResourceInstance]:
+        return self.by_value.get(value, [])
+
+    def __len__(self) -> int:
+        return len(self.resources)

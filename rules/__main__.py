@@ -1,0 +1,5 @@
+import sys
+
+from rules.catalogue import main
+
+sys.exit(main())

@@ -1,0 +1,255 @@
+"""Load and validate the event catalogue (rules/catalogue/<provider>/<service>.yaml)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rules.paths import PathError, parse_path
+from rules.transforms import TRANSFORMS
+
+CATALOGUE_DIR = Path(__file__).parent / "catalogue"
+PROVIDER_PREFIX = {
+    "aws": "aws_",
+    "gcp": "google_",
+    "azure": "azurerm_",
+    "kubernetes": "kubernetes_",
+}
+CATEGORIES = frozenset(
+    {
+        "iam",
+        "network",
+        "encryption",
+        "data",
+        "logging",
+        "compute",
+        "container",
+        "messaging",
+        "dns",
+        "serverless",
+        "monitoring",
+        "other",
+    }
+)
+SEVERITIES = ("low", "medium", "high", "critical")
+_FIELD = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
+_TYPE = re.compile(r"^[a-z][a-z0-9]*_[a-z0-9_]+$")
+_EVENT_KEYS = {"change", "resource", "id", "attributes", "category", "severity", "note"}
+
+
+class CatalogueError(ValueError):
+    """A catalogue file is malformed; the message names the file and the entry."""
+
+
+class Change(StrEnum):
+    MODIFY = "modify"
+    CREATE = "create"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeRule:
+    field: str
+    path: tuple[str | int | None, ...]
+    transform: str
+    mapping: tuple[tuple[str, Any], ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRule:
+    provider: str
+    event_source: str
+    event_name: str
+    change: Change
+    resource_types: tuple[str, ...]
+    id_paths: tuple[tuple[str | int | None, ...], ...]
+    attributes: tuple[AttributeRule, ...]
+    category: str
+    severity: str | None
+
+
+class Catalogue:
+    """All event rules, keyed by (event source, event name)."""
+
+    def __init__(self, rules: list[EventRule], identifiers: dict[str, tuple[str, ...]]) -> None:
+        self.rules: dict[tuple[str, str], EventRule] = {}
+        self.by_name: dict[str, list[EventRule]] = {}
+        for rule in rules:
+            self.rules[(rule.event_source, rule.event_name)] = rule
+            self.by_name.setdefault(rule.event_name, []).append(rule)
+        self.identifiers = identifiers
+
+    def lookup(self, event_source: str, event_name: str) -> EventRule | None:
+        return self.rules.get((event_source, event_name))
+
+    def source_for(self, event_name: str) -> str | None:
+        """The event source of a name that only one service uses (for alerts that omit it)."""
+        found = self.by_name.get(event_name)
+        if found and len(found) == 1:
+            return found[0].event_source
+        return None
+
+    def resource_types(self) -> set[str]:
+        return {t for r in self.rules.values() for t in r.resource_types}
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    return tuple(value) if isinstance(value, list) else (value,)
+
+
+def _parse_event(
+    where: str, provider: str, source: str, category: str, name: str, spec: Any
+) -> EventRule:
+    if not isinstance(spec, dict):
+        raise CatalogueError(f"{where}: event {name}: expected a mapping")
+    unknown = set(spec) - _EVENT_KEYS
+    if unknown:
+        raise CatalogueError(f"{where}: event {name}: unknown keys {sorted(unknown)}")
+    try:
+        change = Change(str(spec.get("change")))
+    except ValueError:
+        raise CatalogueError(
+            f"{where}: event {name}: change must be modify, create or delete"
+        ) from None
+    types = _as_tuple(spec.get("resource"))
+    if not types:
+        raise CatalogueError(f"{where}: event {name}: resource is required")
+    prefix = PROVIDER_PREFIX[provider]
+    for t in types:
+        if not isinstance(t, str) or not _TYPE.match(t) or not t.startswith(prefix):
+            raise CatalogueError(f"{where}: event {name}: bad resource type {t!r}")
+    ids = _as_tuple(spec.get("id"))
+    if not ids:
+        raise CatalogueError(f"{where}: event {name}: id (one or more paths) is required")
+    try:
+        id_paths = tuple(parse_path(p) for p in ids)
+    except PathError as exc:
+        raise CatalogueError(f"{where}: event {name}: id: {exc}") from None
+    attrs: list[AttributeRule] = []
+    raw_attrs = spec.get("attributes") or {}
+    if not isinstance(raw_attrs, dict):
+        raise CatalogueError(f"{where}: event {name}: attributes must be a mapping")
+    if raw_attrs and change is not Change.MODIFY:
+        raise CatalogueError(f"{where}: event {name}: attributes only apply to change: modify")
+    for field, aspec in raw_attrs.items():
+        if not isinstance(field, str) or not _FIELD.match(field):
+            raise CatalogueError(f"{where}: event {name}: bad attribute name {field!r}")
+        if isinstance(aspec, str):
+            aspec = {"from": aspec}
+        if not isinstance(aspec, dict) or "from" not in aspec:
+            raise CatalogueError(f"{where}: event {name}.{field}: needs 'from: <path>'")
+        extra = set(aspec) - {"from", "as", "map"}
+        if extra:
+            raise CatalogueError(f"{where}: event {name}.{field}: unknown keys {sorted(extra)}")
+        transform = aspec.get("as", "value")
+        if transform not in TRANSFORMS:
+            raise CatalogueError(
+                f"{where}: event {name}.{field}: unknown transform {transform!r} "
+                f"(one of {sorted(TRANSFORMS)})"
+            )
+        mapping = aspec.get("map")
+        if mapping is not None and not isinstance(mapping, dict):
+            raise CatalogueError(f"{where}: event {name}.{field}: map must be a mapping")
+        try:
+            path = parse_path(aspec["from"])
+        except PathError as exc:
+            raise CatalogueError(f"{where}: event {name}.{field}: {exc}") from None
+        attrs.append(
+            AttributeRule(
+                field,
+                path,
+                transform,
+                tuple(sorted((str(k), v) for k, v in mapping.items())) if mapping else None,
+            )
+        )
+    cat = spec.get("category", category)
+    if cat not in CATEGORIES:
+        raise CatalogueError(f"{where}: event {name}: unknown category {cat!r}")
+    sev = spec.get("severity")
+    if sev is not None and sev not in SEVERITIES:
+        raise CatalogueError(f"{where}: event {name}: unknown severity {sev!r}")
+    return EventRule(provider, source, name, change, types, id_paths, tuple(attrs), cat, sev)
+
+
+def load_file(path: Path) -> tuple[list[EventRule], dict[str, tuple[str, ...]]]:
+    """Parse one catalogue file; every problem is a CatalogueError naming the file."""
+    where = str(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CatalogueError(f"{where}: not valid YAML: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("version") != 1:
+        raise CatalogueError(f"{where}: expected a mapping with version: 1")
+    provider = doc.get("provider")
+    if provider not in PROVIDER_PREFIX:
+        raise CatalogueError(f"{where}: provider must be one of {sorted(PROVIDER_PREFIX)}")
+    source = doc.get("event_source")
+    if not isinstance(source, str) or not source:
+        raise CatalogueError(f"{where}: event_source is required")
+    category = doc.get("category", "other")
+    if category not in CATEGORIES:
+        raise CatalogueError(f"{where}: unknown category {category!r}")
+    identifiers: dict[str, tuple[str, ...]] = {}
+    for rtype, keys in (doc.get("identifiers") or {}).items():
+        keys_t = _as_tuple(keys)
+        if not all(isinstance(k, str) and _FIELD.match(k) for k in keys_t):
+            raise CatalogueError(f"{where}: identifiers of {rtype}: bad attribute names")
+        identifiers[rtype] = keys_t
+    events = doc.get("events")
+    if not isinstance(events, dict) or not events:
+        raise CatalogueError(f"{where}: events must be a non-empty mapping")
+    rules = [
+        _parse_event(where, provider, source, category, name, spec) for name, spec in events.items()
+    ]
+    return rules, identifiers
+
+
+def load_catalogue(directory: Path | None = None) -> Catalogue:
+    """Every `*.yaml` below the catalogue directory; duplicate (source, name) pairs are errors."""
+    root = directory or CATALOGUE_DIR
+    rules: list[EventRule] = []
+    identifiers: dict[str, tuple[str, ...]] = {}
+    seen: dict[tuple[str, str], Path] = {}
+    for path in sorted(root.rglob("*.yaml")):
+        file_rules, file_ids = load_file(path)
+        for rule in file_rules:
+            key = (rule.event_source, rule.event_name)
+            if key in seen:
+                raise CatalogueError(f"{path}: {key[1]} of {key[0]} is also in {seen[key]}")
+            seen[key] = path
+        rules.extend(file_rules)
+        for rtype, keys in file_ids.items():
+            merged = identifiers.get(rtype, ())
+            identifiers[rtype] = merged + tuple(k for k in keys if k not in merged)
+    return Catalogue(rules, identifiers)
+
+
+def main() -> int:
+    """`python -m rules.catalogue`: validate the catalogue and print its coverage."""
+    try:
+        cat = load_catalogue()
+    except CatalogueError as exc:
+        print(f"catalogue error: {exc}", file=sys.stderr)
+        return 2
+    services = {r.event_source for r in cat.rules.values()}
+    with_attrs = sum(1 for r in cat.rules.values() if r.attributes)
+    print(
+        f"{len(cat)} event names, {len(services)} services, "
+        f"{with_attrs} with attribute extraction, {len(cat.resource_types())} resource types"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

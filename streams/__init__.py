@@ -1,0 +1,1 @@
+"""Event sources and decoders: raw records in, ChangeEvent / FalcoAlert out."""

@@ -1,0 +1,30 @@
+"""Any supported document to decoded items: CloudTrail changes, Falco alerts, or errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from monitor.model import ChangeEvent, FalcoAlert
+from streams.cloudtrail import decode_record, is_cloudtrail_record, iter_records
+from streams.errors import DecodeError
+from streams.falco import decode_alert, is_falco_alert
+
+Decoded = ChangeEvent | FalcoAlert | DecodeError
+
+
+def decode_document(
+    doc: Any, source_for: Callable[[str], str | None] = lambda name: None
+) -> Iterator[Decoded]:
+    """Every record in a document; a bad record yields its DecodeError and decoding goes on."""
+    for rec in iter_records(doc):
+        try:
+            if is_falco_alert(rec):
+                yield decode_alert(rec, source_for)
+            elif is_cloudtrail_record(rec):
+                yield decode_record(rec)
+            else:
+                keys = ", ".join(sorted(rec)[:5]) if isinstance(rec, dict) else type(rec).__name__
+                yield DecodeError("unknown record shape", f"neither CloudTrail nor Falco ({keys})")
+        except DecodeError as exc:
+            yield exc

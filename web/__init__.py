@@ -1,0 +1,1 @@
+"""The HTTP face of Driftline: REST, WebSocket, SSE and ingest endpoints."""
