@@ -218,7 +218,12 @@ class Detector:
     ) -> list[Drift]:
         drifts: list[Drift] = []
         extracted = False
+        attributes = inst.attributes
         for attr in rule.attributes:
+            if attr.field.split(".", 1)[0] not in attributes:
+                # This state (resource type or provider version) does not hold the
+                # attribute: nothing to compare against, so no claim about it.
+                continue
             values = extract(root, attr.path)
             if not values:
                 continue

@@ -77,6 +77,10 @@ class ChangeEvent:
             "responseElements": self.response,
             "additionalEventData": self.additional,
             "resources": self.resources,
+            # Account-wide settings (EBS encryption by default, account public access
+            # block) are known to Terraform by region or account id.
+            "awsRegion": self.region,
+            "recipientAccountId": self.account_id,
         }
 
     def as_dict(self) -> dict[str, Any]:

@@ -14,6 +14,8 @@ ROOTS = frozenset(
         "additionalEventData",
         "resources",
         "serviceEventDetails",
+        "awsRegion",
+        "recipientAccountId",
     }
 )
 _TOKEN = re.compile(r"([A-Za-z0-9_@:$\-]+)|\[(\*|\d+)\]|\.")

@@ -87,8 +87,10 @@ def _as_tags(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if isinstance(value, dict):
-        if set(value) <= {"items", "item", "tag"}:
-            value = value.get("items", value.get("item", value.get("tag")))
+        if set(value) in ({"Key", "Value"}, {"key", "value"}, {"Key"}, {"key"}):
+            value = [value]  # one tag, as S3 logs a single-element TagSet
+        elif set(value) <= {"items", "item", "tag", "Tag"}:
+            value = value.get("items", value.get("item", value.get("tag", value.get("Tag"))))
         else:
             return dict(value)
     out: dict[str, Any] = {}
@@ -132,6 +134,22 @@ def _to_int(value: Any) -> int:
 
 def _ip_rules(value: Any) -> list[tuple[Any, ...]]:
     """EC2 IpPermissions (CloudTrail's items shape or the SDK shape) as flat rule tuples."""
+    if isinstance(value, dict) and ("groupId" in value or "ipPermissions" in value):
+        # The whole request: older calls put one rule flat on it (cidrIp, ipProtocol,
+        # fromPort, toPort) and leave ipPermissions empty.
+        nested = value.get("ipPermissions")
+        if _as_list(nested):
+            value = nested
+        elif value.get("cidrIp") or value.get("sourceSecurityGroupName"):
+            flat = {
+                "ipProtocol": value.get("ipProtocol", "-1"),
+                "fromPort": value.get("fromPort"),
+                "toPort": value.get("toPort"),
+                "ipRanges": {"items": [{"cidrIp": value["cidrIp"]}]} if value.get("cidrIp") else {},
+            }
+            value = [flat]
+        else:
+            value = []
     rules: list[tuple[Any, ...]] = []
     for perm in _as_list(value):
         if not isinstance(perm, dict):
@@ -186,6 +204,14 @@ def _tf_rules(value: Any) -> list[tuple[Any, ...]]:
     return rules
 
 
+def _request_rules(value: Any) -> list[tuple[Any, ...]]:
+    rules = _ip_rules(value)
+    if not rules:
+        # e.g. a revoke by securityGroupRuleIds: the change is real but not readable here.
+        raise TransformError("no IP permissions in the request")
+    return rules
+
+
 def _rules_as_blocks(rules: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     return [
         {"protocol": p, "from_port": lo, "to_port": hi, "source": f"{kind}:{src}"}
@@ -223,12 +249,12 @@ TRANSFORMS: dict[str, Transform] = {
         canon_scalar,
     ),
     "ip_permissions_add": (
-        lambda new, old: _rules_as_blocks(_tf_rules(old) + _ip_rules(new)),
+        lambda new, old: _rules_as_blocks(_tf_rules(old) + _request_rules(new)),
         _canon_rules,
     ),
     "ip_permissions_remove": (
         lambda new, old: _rules_as_blocks(
-            [r for r in _tf_rules(old) if r not in set(_ip_rules(new))]
+            [r for r in _tf_rules(old) if r not in set(_request_rules(new))]
         ),
         _canon_rules,
     ),

@@ -63,8 +63,11 @@ def test_record_without_event_id_gets_a_stable_content_id() -> None:
 
 
 def test_bracketed_user_agent_is_unwrapped() -> None:
-    recs = [r for r in cloudtrail_records("invictus_aws_dataset")
-            if str(r.get("userAgent", "")).startswith("[")]
+    recs = [
+        r
+        for r in cloudtrail_records("invictus_aws_dataset")
+        if str(r.get("userAgent", "")).startswith("[")
+    ]
     assert recs
     event = decode_record(recs[0])
     assert not event.user_agent.startswith("[") and not event.user_agent.endswith("]")
@@ -72,12 +75,18 @@ def test_bracketed_user_agent_is_unwrapped() -> None:
 
 def test_eventbridge_envelope_and_records_wrapper() -> None:
     rec = cloudtrail_records("stratus_detonation_logs")[0]
-    envelope = {"version": "0", "id": "e1", "detail-type": "AWS API Call via CloudTrail",
-                "source": "aws.ec2", "detail": rec}
+    envelope = {
+        "version": "0",
+        "id": "e1",
+        "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.ec2",
+        "detail": rec,
+    }
     assert list(iter_records(envelope)) == [rec]
     assert list(iter_records({"Records": [rec, rec]})) == [rec, rec]
     assert list(iter_records([rec])) == [rec]
-    assert decode_record(list(iter_records(envelope))[0]).event_id == rec["eventID"]
+    [inner] = list(iter_records(envelope))
+    assert decode_record(inner).event_id == rec["eventID"]
 
 
 def test_gzip_and_ndjson_with_a_bad_line_between_good_ones(tmp_path: Path) -> None:
@@ -94,13 +103,24 @@ def test_gzip_and_ndjson_with_a_bad_line_between_good_ones(tmp_path: Path) -> No
 
 def test_bad_records_are_rejected_with_reasons_while_neighbours_decode() -> None:
     good = cloudtrail_records("stratus_detonation_logs")[0]
-    doc = {"Records": [good, {"eventName": "X"}, 42, {**good, "eventID": "z", "eventTime": "soon"},
-                       {"foo": 1}]}
+    doc = {
+        "Records": [
+            good,
+            {"eventName": "X"},
+            42,
+            {**good, "eventID": "z", "eventTime": "soon"},
+            {"foo": 1},
+        ]
+    }
     items = list(decode_document(doc))
     assert isinstance(items[0], ChangeEvent)
     reasons = [i.reason for i in items[1:] if isinstance(i, DecodeError)]
-    assert reasons == ["not a CloudTrail record", "unknown record shape", "bad timestamp",
-                       "unknown record shape"]
+    assert reasons == [
+        "not a CloudTrail record",
+        "unknown record shape",
+        "bad timestamp",
+        "unknown record shape",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -143,17 +163,33 @@ def test_actor_attribution_from_real_identities() -> None:
     assert role.arn.endswith("/" + role.user_name)
     service = actor_from_identity(_identity("invictus_aws_dataset", "AWSService"))
     assert service.type == "AWSService" and service.user_name.endswith(".amazonaws.com")
-    assert actor_from_identity(
-        {"type": "Root", "principalId": "123", "arn": "arn:aws:iam::123:root", "accountId": "123"}
-    ).user_name == "root"
-    sso = actor_from_identity({
-        "type": "AssumedRole", "principalId": "AROAX:jane@corp.example",
-        "arn": "arn:aws:sts::1:assumed-role/AWSReservedSSO_Admin_abc/jane@corp.example",
-        "accountId": "1",
-        "sessionContext": {"sessionIssuer": {
-            "type": "Role", "arn": "arn:aws:iam::1:role/aws-reserved/sso.amazonaws.com/"
-            "AWSReservedSSO_Admin_abc", "userName": "AWSReservedSSO_Admin_abc"}},
-    })
+    assert (
+        actor_from_identity(
+            {
+                "type": "Root",
+                "principalId": "123",
+                "arn": "arn:aws:iam::123:root",
+                "accountId": "123",
+            }
+        ).user_name
+        == "root"
+    )
+    sso = actor_from_identity(
+        {
+            "type": "AssumedRole",
+            "principalId": "AROAX:jane@corp.example",
+            "arn": "arn:aws:sts::1:assumed-role/AWSReservedSSO_Admin_abc/jane@corp.example",
+            "accountId": "1",
+            "sessionContext": {
+                "sessionIssuer": {
+                    "type": "Role",
+                    "arn": "arn:aws:iam::1:role/aws-reserved/sso.amazonaws.com/"
+                    "AWSReservedSSO_Admin_abc",
+                    "userName": "AWSReservedSSO_Admin_abc",
+                }
+            },
+        }
+    )
     assert sso.type == "IdentityCenterUser" and sso.user_name == "jane@corp.example"
     fed = actor_from_identity({"type": "SAMLUser", "principalId": "x:bob", "userName": "bob"})
     assert fed.type == "SAMLUser" and fed.user_name == "bob"
@@ -162,8 +198,10 @@ def test_actor_attribution_from_real_identities() -> None:
 def test_every_real_falco_alert_decodes_or_is_rejected_with_a_reason() -> None:
     outcomes: Counter[str] = Counter()
     rejected: list[str] = []
-    source_for = {"ModifyInstanceAttribute": "ec2.amazonaws.com",
-                  "AuthorizeSecurityGroupIngress": "ec2.amazonaws.com"}.get
+    source_for = {
+        "ModifyInstanceAttribute": "ec2.amazonaws.com",
+        "AuthorizeSecurityGroupIngress": "ec2.amazonaws.com",
+    }.get
     for position, alert in falco_alerts():
         try:
             item = decode_alert(alert, source_for)
@@ -195,8 +233,13 @@ def test_real_falco_cloudtrail_alert_becomes_a_change() -> None:
 
 
 def test_cloudtrail_alert_with_ambiguous_name_and_no_source_is_rejected() -> None:
-    alert = {"rule": "r", "source": "aws_cloudtrail", "time": "2024-01-01T00:00:00Z",
-             "output": "", "output_fields": {"ct.name": "CreateAlias"}}
+    alert = {
+        "rule": "r",
+        "source": "aws_cloudtrail",
+        "time": "2024-01-01T00:00:00Z",
+        "output": "",
+        "output_fields": {"ct.name": "CreateAlias"},
+    }
     with pytest.raises(DecodeError, match="several services"):
         decode_alert(alert)
 

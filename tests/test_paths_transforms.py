@@ -35,8 +35,15 @@ def test_extract(path: str, expected: list[Any]) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "foo.bar", "requestParameters.", "requestParameters..x", "requestParameters.a b",
-     "[0].x", "requestParameters x"],
+    [
+        "",
+        "foo.bar",
+        "requestParameters.",
+        "requestParameters..x",
+        "requestParameters.a b",
+        "[0].x",
+        "requestParameters x",
+    ],
 )
 def test_malformed_paths_are_rejected(bad: str) -> None:
     with pytest.raises(PathError):
@@ -61,8 +68,12 @@ def _differs(transform: str, new: Any, old: Any) -> bool:
         ("bool", "false", True, True),
         ("int", "7", 7, False),
         # Policies: key order, whitespace, URL-encoding and "a" vs ["a"] do not matter.
-        ("json", '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*"}]}',
-         '{"Statement":[{"Action":["s3:*"],"Effect":"Allow"}],\n "Version": "2012-10-17"}', False),
+        (
+            "json",
+            '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*"}]}',
+            '{"Statement":[{"Action":["s3:*"],"Effect":"Allow"}],\n "Version": "2012-10-17"}',
+            False,
+        ),
         ("json", "%7B%22a%22%3A%5B%22x%22%2C%22y%22%5D%7D", '{"a":["y","x"]}', False),
         ("json", '{"a":["x","z"]}', '{"a":["y","x"]}', True),
         ("set", {"items": ["sg-2", "sg-1"]}, ["sg-1", "sg-2"], False),
@@ -75,19 +86,42 @@ def _differs(transform: str, new: Any, old: Any) -> bool:
         ("tags", [{"Key": "env", "Value": "dev"}], {"env": "prod"}, True),
         ("tags_remove", ["env"], {"team": "a"}, False),
         ("tags_remove", [{"key": "team"}], {"team": "a"}, True),
-        ("ip_permissions_add",
-         {"items": [{"ipProtocol": "tcp", "fromPort": 22, "toPort": 22,
-                     "ipRanges": {"items": [{"cidrIp": "0.0.0.0/0"}]}}]},
-         [{"protocol": "tcp", "from_port": 22, "to_port": 22, "cidr_blocks": ["0.0.0.0/0"]}],
-         False),
-        ("ip_permissions_add",
-         {"items": [{"ipProtocol": "tcp", "fromPort": 22, "toPort": 22,
-                     "ipRanges": {"items": [{"cidrIp": "0.0.0.0/0"}]}}]},
-         [], True),
-        ("ip_permissions_remove",
-         {"items": [{"ipProtocol": "-1", "ipRanges": {"items": [{"cidrIp": "0.0.0.0/0"}]}}]},
-         [{"protocol": "-1", "from_port": 0, "to_port": 0, "cidr_blocks": ["0.0.0.0/0"]}],
-         True),
+        (
+            "ip_permissions_add",
+            {
+                "items": [
+                    {
+                        "ipProtocol": "tcp",
+                        "fromPort": 22,
+                        "toPort": 22,
+                        "ipRanges": {"items": [{"cidrIp": "0.0.0.0/0"}]},
+                    }
+                ]
+            },
+            [{"protocol": "tcp", "from_port": 22, "to_port": 22, "cidr_blocks": ["0.0.0.0/0"]}],
+            False,
+        ),
+        (
+            "ip_permissions_add",
+            {
+                "items": [
+                    {
+                        "ipProtocol": "tcp",
+                        "fromPort": 22,
+                        "toPort": 22,
+                        "ipRanges": {"items": [{"cidrIp": "0.0.0.0/0"}]},
+                    }
+                ]
+            },
+            [],
+            True,
+        ),
+        (
+            "ip_permissions_remove",
+            {"items": [{"ipProtocol": "-1", "ipRanges": {"items": [{"cidrIp": "0.0.0.0/0"}]}}]},
+            [{"protocol": "-1", "from_port": 0, "to_port": 0, "cidr_blocks": ["0.0.0.0/0"]}],
+            True,
+        ),
     ],
 )
 def test_transform_comparisons(transform: str, new: Any, old: Any, differs: bool) -> None:

@@ -22,8 +22,9 @@ MUST_REJECT = {
     "inframap/generate_testdata_version_3_state.json": "state format version 3",
     "tfdrift-falco/pkg_terraform_testdata_invalid.tfstate": "not valid JSON",
     "driftctl/pkg_iac_terraform_state_testdata_v4_invalid.tfstate": "not valid JSON",
-    "driftctl/pkg_iac_terraform_state_testdata_v4_invalid_version.tfstate":
-        "terraform_version 'invalid'",
+    "driftctl/pkg_iac_terraform_state_testdata_v4_invalid_version.tfstate": (
+        "terraform_version 'invalid'"
+    ),
     "driftctl/pkg_iac_terraform_state_testdata_v4_unsupported_version.tfstate": "0.10.26",
 }
 
@@ -66,7 +67,9 @@ def test_modules_count_and_for_each_keys_make_addresses() -> None:
 
 def test_index_finds_by_id_arn_and_type_specific_names() -> None:
     state = load_state_file(TFSTATE / "tfdrift-falco/pkg_detector_testdata_terraform.tfstate")
-    index = StateIndex([state], {"aws_iam_role": ("name", "unique_id"), "aws_s3_bucket": ("bucket",)})
+    index = StateIndex(
+        [state], {"aws_iam_role": ("name", "unique_id"), "aws_s3_bucket": ("bucket",)}
+    )
     role = index.find("aws_iam_role", "tfdrift-falco-test-app-role")
     assert role is not None and role.address == "aws_iam_role.app"
     assert index.find("aws_iam_role", role.attributes["arn"]) is role
@@ -100,12 +103,19 @@ def test_several_states_and_directories() -> None:
 
 def _doc(**instance: Any) -> dict[str, Any]:
     return {
-        "version": 4, "terraform_version": "1.9.0", "serial": 3, "lineage": "x",
-        "resources": [{
-            "mode": "managed", "type": "aws_db_instance", "name": "db",
-            "provider": 'provider["registry.terraform.io/hashicorp/aws"]',
-            "instances": [{"schema_version": 0, **instance}],
-        }],
+        "version": 4,
+        "terraform_version": "1.9.0",
+        "serial": 3,
+        "lineage": "x",
+        "resources": [
+            {
+                "mode": "managed",
+                "type": "aws_db_instance",
+                "name": "db",
+                "provider": 'provider["registry.terraform.io/hashicorp/aws"]',
+                "instances": [{"schema_version": 0, **instance}],
+            }
+        ],
     }
 
 
@@ -120,9 +130,12 @@ def test_sensitive_and_secret_attributes_are_redacted(sensitive: Any) -> None:
     state = parse_state(
         _doc(
             attributes={
-                "id": "db-1", "endpoint": "db.internal:5432", "password": "hunter2",
+                "id": "db-1",
+                "endpoint": "db.internal:5432",
+                "password": "hunter2",
                 "master_user_secret": [{"secret_arn": "arn:x", "kms_key_id": "k"}],
-                "engine": "postgres", "iam_database_authentication_enabled": False,
+                "engine": "postgres",
+                "iam_database_authentication_enabled": False,
             },
             sensitive_attributes=sensitive,
         ),
@@ -142,9 +155,14 @@ def test_sensitive_and_secret_attributes_are_redacted(sensitive: Any) -> None:
     [
         ([], "expected a JSON object"),
         ({"version": 5, "terraform_version": "1.0.0"}, "unknown state format version 5"),
-        ({"version": 4, "terraform_version": "1.0.0", "resources": {}}, "'resources' must be a list"),
-        ({"version": 4, "terraform_version": "1.0.0", "resources": [{"mode": "managed"}]},
-         "needs mode"),
+        (
+            {"version": 4, "terraform_version": "1.0.0", "resources": {}},
+            "'resources' must be a list",
+        ),
+        (
+            {"version": 4, "terraform_version": "1.0.0", "resources": [{"mode": "managed"}]},
+            "needs mode",
+        ),
     ],
 )
 def test_wrong_shapes_are_rejected(doc: Any, message: str) -> None:
@@ -160,7 +178,7 @@ def test_empty_and_truncated_files(tmp_path: Path) -> None:
     good = (TFSTATE / "tfdrift-falco/pkg_detector_testdata_terraform.tfstate").read_text()
     cut = tmp_path / "cut.tfstate"
     cut.write_text(good[: len(good) // 2])
-    with pytest.raises(StateError, match="cut.tfstate: not valid JSON"):
+    with pytest.raises(StateError, match=r"cut\.tfstate: not valid JSON"):
         load_state_file(cut)
 
 
