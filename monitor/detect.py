@@ -154,7 +154,7 @@ class Detector:
             return Detection((), SKIP_NO_ID)
         detected_at = self.clock()
         drifts: list[Drift] = []
-        reason = None
+        reason = SKIP_NO_ID
         for raw_id in ids:
             if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
                 continue
@@ -284,8 +284,11 @@ class Detector:
         if not name.startswith(MUTATING_PREFIXES) or not event.request:
             return Detection((), SKIP_UNMAPPED)
         seen: dict[str, ResourceInstance] = {}
+        # A resource reporting about itself (an instance's agent whose role session is
+        # named after the instance) is telemetry, not a change to it.
+        own = event.actor.user_name
         for value in event.request.values():
-            if isinstance(value, str) and len(value) > 2:
+            if isinstance(value, str) and len(value) > 2 and value != own:
                 for inst in self.index.find_any(value):
                     seen.setdefault(inst.address, inst)
         if not seen:

@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from monitor.actors import UNKNOWN_ACTOR, Actor, actor_from_identity
+
+__all__ = ["UNKNOWN_ACTOR", "Actor", "ChangeEvent", "Drift", "DriftKind", "FalcoAlert"]
+
 
 class DriftKind(StrEnum):
     MODIFIED = "modified"
@@ -13,75 +17,99 @@ class DriftKind(StrEnum):
     MISSING = "missing"
 
 
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who made a change. `user_name` is the person-like name (session name for roles)."""
+class ChangeEvent:
+    """One cloud API call (or audit event), decoded but not yet judged.
 
-    type: str
-    principal_id: str | None = None
-    arn: str | None = None
-    account_id: str | None = None
-    user_name: str | None = None
-    role: str | None = None
-    invoked_by: str | None = None
+    The record is kept in CloudTrail's shape (the decoders normalise other sources to it);
+    fields other than the identifying ones are read from it on first use, so a call that is
+    dismissed early (read-only, failed, made by Terraform) costs almost nothing.
+    """
 
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "type": self.type,
-            "principal_id": self.principal_id,
-            "arn": self.arn,
-            "account_id": self.account_id,
-            "user_name": self.user_name,
-        }
-        if self.role is not None:
-            out["role"] = self.role
-        if self.invoked_by is not None:
-            out["invoked_by"] = self.invoked_by
-        return out
+    __slots__ = (
+        "_actor",
+        "event_id",
+        "event_name",
+        "event_source",
+        "event_time",
+        "provider",
+        "record",
+    )
+
+    def __init__(
+        self,
+        event_id: str,
+        event_source: str,
+        event_name: str,
+        event_time: str,
+        record: dict[str, Any],
+        provider: str = "aws",
+    ) -> None:
+        self.event_id = event_id
+        self.event_source = event_source
+        self.event_name = event_name
+        self.event_time = event_time
+        self.record = record
+        self.provider = provider
+        self._actor: Actor | None = None
+
+    def __repr__(self) -> str:
+        return f"ChangeEvent({self.event_id!r}, {self.event_source!r}, {self.event_name!r})"
 
     @property
-    def key(self) -> str:
-        """A stable identity for grouping: the issuer role for sessions, else the ARN."""
-        return self.arn or self.principal_id or self.user_name or self.type
+    def actor(self) -> Actor:
+        if self._actor is None:
+            self._actor = actor_from_identity(self.record.get("userIdentity"))
+        return self._actor
 
+    @property
+    def region(self) -> str | None:
+        return self.record.get("awsRegion")
 
-UNKNOWN_ACTOR = Actor(type="Unknown")
+    @property
+    def account_id(self) -> str | None:
+        return self.record.get("recipientAccountId") or self.actor.account_id
 
+    @property
+    def source_ip(self) -> str | None:
+        return self.record.get("sourceIPAddress")
 
-@dataclass(frozen=True, slots=True)
-class ChangeEvent:
-    """One cloud API call (or audit event), decoded but not yet judged."""
+    @property
+    def user_agent(self) -> str | None:
+        ua = self.record.get("userAgent")
+        if isinstance(ua, str) and ua.startswith("[") and ua.endswith("]"):
+            return ua[1:-1]  # S3 data events wrap it in brackets
+        return ua
 
-    event_id: str
-    provider: str
-    event_source: str
-    event_name: str
-    event_time: str
-    region: str | None
-    account_id: str | None
-    actor: Actor
-    source_ip: str | None
-    user_agent: str | None
-    request: dict[str, Any] | None
-    response: dict[str, Any] | None
-    error_code: str | None = None
-    read_only: bool | None = None
-    resources: list[Any] | None = None
-    additional: dict[str, Any] | None = None
-    session: str | None = None
+    @property
+    def request(self) -> dict[str, Any] | None:
+        return self.record.get("requestParameters")
+
+    @property
+    def response(self) -> dict[str, Any] | None:
+        return self.record.get("responseElements")
+
+    @property
+    def error_code(self) -> str | None:
+        return self.record.get("errorCode")
+
+    @property
+    def read_only(self) -> bool | None:
+        value = self.record.get("readOnly")
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        return None
+
+    @property
+    def session(self) -> str | None:
+        uid = self.record.get("userIdentity")
+        key = uid.get("accessKeyId") if isinstance(uid, dict) else None
+        return key or self.actor.principal_id
 
     def root(self) -> dict[str, Any]:
-        """The record as catalogue paths see it."""
-        return {
-            "requestParameters": self.request,
-            "responseElements": self.response,
-            "additionalEventData": self.additional,
-            "resources": self.resources,
-            # Account-wide settings (EBS encryption by default, account public access
-            # block) are known to Terraform by region or account id.
-            "awsRegion": self.region,
-            "recipientAccountId": self.account_id,
-        }
+        """The record as catalogue paths see it (requestParameters, awsRegion, ...)."""
+        return self.record
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -8,11 +8,12 @@ from typing import Any
 
 import orjson
 
-from monitor.model import Actor, ChangeEvent
+from monitor.model import ChangeEvent
 from streams.errors import DecodeError
 from streams.timefmt import normalise_time
 
 EVENTBRIDGE_DETAIL = "AWS API Call via CloudTrail"
+_NESTED = ("requestParameters", "responseElements", "additionalEventData")
 
 
 def content_id(prefix: str, doc: Any) -> str:
@@ -42,72 +43,11 @@ def iter_records(doc: Any) -> Iterator[Any]:
     yield doc
 
 
-def _str(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value if isinstance(value, str) else str(value)
-
-
-def actor_from_identity(uid: Any) -> Actor:
-    """The actor of a userIdentity: IAMUser, AssumedRole (issuer role + session name),
-    federated and Identity Center users, AWSService, Root."""
-    if not isinstance(uid, dict):
-        return Actor(type="Unknown")
-    kind = uid.get("type") or "Unknown"
-    arn = _str(uid.get("arn"))
-    principal = _str(uid.get("principalId"))
-    account = _str(uid.get("accountId"))
-    invoked_by = _str(uid.get("invokedBy"))
-    if kind == "IAMUser":
-        return Actor(kind, principal, arn, account, _str(uid.get("userName")), None, invoked_by)
-    if kind == "Root":
-        return Actor(
-            kind, principal, arn, account, _str(uid.get("userName")) or "root", None, invoked_by
-        )
-    if kind == "AWSService" or (kind == "AWSAccount" and invoked_by):
-        return Actor(kind, principal, arn, account, invoked_by, None, invoked_by)
-    if kind in ("AssumedRole", "FederatedUser"):
-        ctx = uid.get("sessionContext") or {}
-        issuer = ctx.get("sessionIssuer") or {} if isinstance(ctx, dict) else {}
-        role_arn = _str(issuer.get("arn")) if isinstance(issuer, dict) else None
-        session = None
-        if arn and "/" in arn:
-            session = arn.rsplit("/", 1)[-1]
-        elif principal and ":" in principal:
-            session = principal.split(":", 1)[1]
-        if role_arn and "/AWSReservedSSO_" in role_arn:
-            kind = "IdentityCenterUser"
-        return Actor(kind, principal, arn, account, session, role_arn, invoked_by)
-    # SAMLUser, WebIdentityUser, IdentityCenterUser, Unknown ...
-    name = _str(uid.get("userName")) or (
-        principal.split(":", 1)[1] if principal and ":" in principal else principal
-    )
-    return Actor(kind, principal, arn, account, name, None, invoked_by)
-
-
-def _user_agent(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return _str(value)
-    if value.startswith("[") and value.endswith("]"):
-        return value[1:-1]
-    return value
-
-
-def _read_only(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        low = value.lower()
-        if low in ("true", "false"):
-            return low == "true"
-    return None
-
-
-def _mapping(value: Any, what: str) -> dict[str, Any] | None:
+def parse_object(value: Any, what: str) -> dict[str, Any] | None:
+    """A nested object that some pipelines (Logstash, Falco's ct.request) stringify."""
     if value is None or isinstance(value, dict):
         return value
     if isinstance(value, str):
-        # Some pipelines (Logstash, Falco's ct.request) stringify nested JSON.
         if value in ("", "null", "<NA>"):
             return None
         try:
@@ -123,44 +63,26 @@ def decode_record(rec: Any) -> ChangeEvent:
     """One CloudTrail record to a ChangeEvent; DecodeError names what is wrong."""
     if not isinstance(rec, dict):
         raise DecodeError("not a record", f"expected an object, got {type(rec).__name__}")
-    name = rec.get("eventName")
+    get = rec.get
+    name = get("eventName")
     if not isinstance(name, str) or not name:
         raise DecodeError("not a CloudTrail record", "no eventName")
-    source = rec.get("eventSource")
+    source = get("eventSource")
     if not isinstance(source, str) or not source:
         raise DecodeError("not a CloudTrail record", "no eventSource")
-    when = rec.get("eventTime")
+    when = get("eventTime")
     if when is None:
-        when = rec.get("@timestamp")
+        when = get("@timestamp")
         if when is None:
             raise DecodeError("no timestamp", "neither eventTime nor @timestamp")
-    event_id = rec.get("eventID")
+    event_id = get("eventID")
     if not isinstance(event_id, str) or not event_id:
         event_id = content_id("ct", rec)
+    for key in _NESTED:
+        value = get(key)
+        if value is not None and not isinstance(value, dict):
+            rec = {**rec, key: parse_object(value, key)}
     uid = rec.get("userIdentity")
-    actor = actor_from_identity(uid)
-    account = rec.get("recipientAccountId") or actor.account_id
-    session = None
-    if isinstance(uid, dict):
-        session = uid.get("accessKeyId") or actor.principal_id
-    resources = rec.get("resources")
-    additional = rec.get("additionalEventData")
-    return ChangeEvent(
-        event_id=event_id,
-        provider="aws",
-        event_source=source,
-        event_name=name,
-        event_time=normalise_time(when),
-        region=_str(rec.get("awsRegion")),
-        account_id=_str(account),
-        actor=actor,
-        source_ip=_str(rec.get("sourceIPAddress")),
-        user_agent=_user_agent(rec.get("userAgent")),
-        request=_mapping(rec.get("requestParameters"), "requestParameters"),
-        response=_mapping(rec.get("responseElements"), "responseElements"),
-        error_code=_str(rec.get("errorCode")),
-        read_only=_read_only(rec.get("readOnly")),
-        resources=resources if isinstance(resources, list) else None,
-        additional=additional if isinstance(additional, dict) else None,
-        session=_str(session),
-    )
+    if uid is not None and not isinstance(uid, dict):
+        raise DecodeError("bad userIdentity", f"expected an object, got {type(uid).__name__}")
+    return ChangeEvent(event_id, source, name, normalise_time(when), rec)

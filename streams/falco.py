@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from monitor.model import Actor, ChangeEvent, FalcoAlert
-from streams.cloudtrail import _mapping, _read_only, _user_agent, content_id
+from monitor.model import ChangeEvent, FalcoAlert
+from streams.cloudtrail import content_id, decode_record
 from streams.errors import DecodeError
 from streams.timefmt import normalise_time
 
@@ -52,22 +52,13 @@ def _alert_time(doc: dict[str, Any], fields: dict[str, Any]) -> str:
     raise DecodeError("no timestamp", "alert has neither time nor evt.time")
 
 
-def _issuer_role(arn: str) -> tuple[str | None, str | None]:
-    """`arn:aws:sts::1:assumed-role/Admin/alice` -> (`arn:aws:iam::1:role/Admin`, `alice`)."""
-    head, _, rest = arn.partition(":assumed-role/")
-    role, _, session = rest.partition("/")
-    parts = head.split(":")
-    if len(parts) < 5 or not role:
-        return None, None
-    return f"arn:{parts[1]}:iam::{parts[4]}:role/{role}", session or None
-
-
 def _cloudtrail_change(
     doc: dict[str, Any],
     fields: dict[str, Any],
     when: str,
     source_for: Callable[[str], str | None],
 ) -> ChangeEvent:
+    """The ct.* output fields as a CloudTrail record, decoded like any other."""
     name = _field(fields, "ct.name")
     if not name:
         raise DecodeError("bad cloudtrail alert", "no ct.name output field")
@@ -87,38 +78,45 @@ def _cloudtrail_change(
         if arn and arn.endswith(":root")
         else "Unknown"
     )
-    user = _field(fields, "ct.user")
-    role = None
+    identity: dict[str, Any] = {
+        "type": kind,
+        "arn": arn,
+        "accountId": _field(fields, "ct.user.accountid"),
+        "principalId": _field(fields, "ct.user.principalid"),
+        "userName": _field(fields, "ct.user"),
+    }
     if arn and ":assumed-role/" in arn:
-        role, session = _issuer_role(arn)
-        user = user or session
-    actor = Actor(
-        kind,
-        _field(fields, "ct.user.principalid"),
-        arn,
-        _field(fields, "ct.user.accountid"),
-        user,
-        role,
-    )
-    event_id = _field(fields, "ct.id") or content_id("falco-ct", doc)
-    return ChangeEvent(
-        event_id=event_id,
-        provider="aws",
-        event_source=source,
-        event_name=name,
-        event_time=normalise_time(fields["ct.time"]) if fields.get("ct.time") not in _NA else when,
-        region=_field(fields, "ct.region"),
-        account_id=_field(fields, "ct.user.accountid"),
-        actor=actor,
-        source_ip=_field(fields, "ct.srcip"),
-        user_agent=_user_agent(_field(fields, "ct.useragent")),
-        request=_mapping(fields.get("ct.request"), "ct.request"),
-        response=_mapping(fields.get("ct.response"), "ct.response"),
-        error_code=_field(fields, "ct.error"),
-        read_only=_read_only(fields.get("ct.readonly")),
-        additional=_mapping(fields.get("ct.additionaleventdata"), "ct.additionaleventdata"),
-        session=arn,
-    )
+        head, _, rest = arn.partition(":assumed-role/")
+        parts = head.split(":")
+        if len(parts) >= 5:
+            role = rest.split("/", 1)[0]
+            identity["sessionContext"] = {
+                "sessionIssuer": {
+                    "type": "Role",
+                    "userName": role,
+                    "arn": f"arn:{parts[1]}:iam::{parts[4]}:role/{role}",
+                }
+            }
+    record: dict[str, Any] = {
+        "eventID": _field(fields, "ct.id") or content_id("falco-ct", doc),
+        "eventName": name,
+        "eventSource": source,
+        "eventTime": fields["ct.time"] if fields.get("ct.time") not in _NA else when,
+        "awsRegion": _field(fields, "ct.region"),
+        "recipientAccountId": _field(fields, "ct.user.accountid"),
+        "userIdentity": identity,
+        "sourceIPAddress": _field(fields, "ct.srcip"),
+        "userAgent": _field(fields, "ct.useragent"),
+        "requestParameters": fields.get("ct.request"),
+        "responseElements": fields.get("ct.response"),
+        "additionalEventData": fields.get("ct.additionaleventdata"),
+        "errorCode": _field(fields, "ct.error"),
+        "readOnly": fields.get("ct.readonly"),
+    }
+    for key in ("requestParameters", "responseElements", "additionalEventData"):
+        if record[key] in _NA:
+            record[key] = None
+    return decode_record(record)
 
 
 def decode_alert(

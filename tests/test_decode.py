@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
+from monitor.actors import actor_from_identity
 from monitor.model import ChangeEvent, FalcoAlert
-from streams.cloudtrail import actor_from_identity, decode_record, iter_records
+from streams.cloudtrail import decode_record, iter_records
 from streams.decode import decode_document
 from streams.errors import DecodeError
 from streams.falco import decode_alert

@@ -1,0 +1,92 @@
+"""Detection throughput vs a bare orjson.loads loop over the same records.
+
+python -m bench.detect_throughput [--records 1000000] [--resources 10000] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+
+import orjson
+
+from monitor.detect import Detector
+from monitor.tfstate import StateIndex, parse_state
+from rules import load_catalogue, load_severity
+from streams.cloudtrail import decode_record
+from tests.support.realdata import cloudtrail_records
+from tests.support.replay_state import filler_resources, replay_state
+
+
+def amplified(records: list[dict], total: int) -> list[bytes]:
+    """`total` serialised records cycling through `records`, each with its own eventID."""
+    base = [orjson.dumps(r) for r in records]
+    ids = [r["eventID"].encode() for r in records]
+    out: list[bytes] = []
+    n = 0
+    while len(out) < total:
+        for raw, eid in zip(base, ids, strict=True):
+            if len(out) >= total:
+                break
+            out.append(raw.replace(eid, b"%s-%07d" % (eid[:28], n), 1))
+            n += 1
+    return out
+
+
+def bare(data: list[bytes]) -> float:
+    loads = orjson.loads
+    start = time.perf_counter()
+    for raw in data:
+        loads(raw)
+    return time.perf_counter() - start
+
+
+def detect(data: list[bytes], detector: Detector) -> tuple[float, int]:
+    loads, decode, judge = orjson.loads, decode_record, detector.detect
+    drifts = 0
+    start = time.perf_counter()
+    for raw in data:
+        drifts += len(judge(decode(loads(raw))).drifts)
+    return time.perf_counter() - start, drifts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--resources", type=int, default=10_000)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+
+    catalogue = load_catalogue()
+    records = cloudtrail_records("invictus_aws_dataset")
+    doc = replay_state(records, catalogue)
+    replayed = len(doc["resources"])
+    doc["resources"].extend(filler_resources(max(0, args.resources - replayed)))
+    index = StateIndex([parse_state(doc, "bench.tfstate")], catalogue.identifiers)
+    detector = Detector(catalogue, load_severity(), index, clock=lambda: "2026-01-01T00:00:00Z")
+    print(f"state: {len(index):,} resources ({replayed} replayed from Terraform's calls)")
+    data = amplified(records, args.records)
+    mb = sum(map(len, data)) / 1e6
+    print(f"records: {len(data):,} ({mb:,.0f} MB), catalogue: {len(catalogue):,} event names")
+
+    gc.collect()
+    gc.freeze()
+    best_bare = best_detect = float("inf")
+    drifts = 0
+    for r in range(args.rounds):
+        t_bare = bare(data)
+        t_det, drifts = detect(data, detector)
+        best_bare, best_detect = min(best_bare, t_bare), min(best_detect, t_det)
+        print(
+            f"round {r + 1}: bare {len(data) / t_bare:,.0f} rec/s, "
+            f"detect {len(data) / t_det:,.0f} rec/s"
+        )
+    bare_rate, det_rate = len(data) / best_bare, len(data) / best_detect
+    print(f"bare orjson.loads : {bare_rate:12,.0f} records/s")
+    print(f"decode + detect   : {det_rate:12,.0f} records/s  ({drifts:,} drifts)")
+    print(f"ratio detect/bare : {det_rate / bare_rate:.3f}  (target >= 0.35)")
+
+
+if __name__ == "__main__":
+    main()
