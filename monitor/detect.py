@@ -224,10 +224,13 @@ class Detector:
                 # This state (resource type or provider version) does not hold the
                 # attribute: nothing to compare against, so no claim about it.
                 continue
-            values = extract(root, attr.path)
-            if not values:
-                continue
-            new_raw: Any = values if WILDCARD in attr.path else values[0]
+            if attr.path is None:
+                new_raw: Any = attr.const
+            else:
+                values = extract(root, attr.path)
+                if not values:
+                    continue
+                new_raw = values if WILDCARD in attr.path else values[0]
             if attr.mapping:
                 table = dict(attr.mapping)
                 new_raw = table.get(str(new_raw), new_raw)

@@ -56,9 +56,10 @@ class Change(StrEnum):
 @dataclass(frozen=True, slots=True)
 class AttributeRule:
     field: str
-    path: tuple[str | int | None, ...]
+    path: tuple[str | int | None, ...] | None  # None: the call always sets `const`
     transform: str
     mapping: tuple[tuple[str, Any], ...] | None
+    const: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +148,11 @@ def _parse_event(
             raise CatalogueError(f"{where}: event {name}: bad attribute name {field!r}")
         if isinstance(aspec, str):
             aspec = {"from": aspec}
-        if not isinstance(aspec, dict) or "from" not in aspec:
-            raise CatalogueError(f"{where}: event {name}.{field}: needs 'from: <path>'")
-        extra = set(aspec) - {"from", "as", "map"}
+        if not isinstance(aspec, dict) or ("from" in aspec) == ("const" in aspec):
+            raise CatalogueError(
+                f"{where}: event {name}.{field}: needs 'from: <path>' or 'const: <value>'"
+            )
+        extra = set(aspec) - {"from", "as", "map", "const"}
         if extra:
             raise CatalogueError(f"{where}: event {name}.{field}: unknown keys {sorted(extra)}")
         transform = aspec.get("as", "value")
@@ -161,6 +164,9 @@ def _parse_event(
         mapping = aspec.get("map")
         if mapping is not None and not isinstance(mapping, dict):
             raise CatalogueError(f"{where}: event {name}.{field}: map must be a mapping")
+        if "const" in aspec:
+            attrs.append(AttributeRule(field, None, transform, None, aspec["const"]))
+            continue
         try:
             path = parse_path(aspec["from"])
         except PathError as exc:

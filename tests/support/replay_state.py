@@ -113,10 +113,13 @@ def replay_state(records: Iterable[dict[str, Any]], catalogue: Catalogue) -> dic
                 if target is None:
                     continue
                 for attr in rule.attributes:
-                    vals = extract(root, attr.path)
-                    if not vals:
-                        continue
-                    raw = vals if WILDCARD in attr.path else vals[0]
+                    if attr.path is None:
+                        raw: Any = attr.const
+                    else:
+                        vals = extract(root, attr.path)
+                        if not vals:
+                            continue
+                        raw = vals if WILDCARD in attr.path else vals[0]
                     try:
                         target[attr.field.split(".")[0]] = TRANSFORMS[attr.transform][0](
                             raw, target.get(attr.field)
