@@ -1,15 +1,109 @@
-"""`driftline serve`: placeholder until the live API lands (see the live API issue)."""
+"""`driftline serve`: the daemon behind uvicorn (embedded default: no Kafka needed)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import sys
+import tempfile
 from typing import Any
+
+from monitor.config import ConfigError, load_config
+from monitor.tfstate import StateError
+from rules.catalogue import CatalogueError
+
+WS_HARD_LIMIT = 16 * 1024 * 1024  # the protocol's cap; the app's own limit answers politely
 
 
 def add_serve_parser(sub: Any) -> None:
-    srv = sub.add_parser("serve", help="run the daemon (HTTP ingest, REST, WebSocket, SSE)")
+    srv = sub.add_parser(
+        "serve",
+        help="run the daemon: HTTP ingest, REST, WebSocket and SSE",
+        description="Settings come from --config FILE, then DRIFTLINE_* environment variables, "
+        "then flags (later wins).",
+    )
+    srv.add_argument("--config", metavar="FILE", help="YAML settings file")
+    srv.add_argument(
+        "--state",
+        action="append",
+        metavar="PATH",
+        help="a .tfstate file or a directory of them (repeatable)",
+    )
+    srv.add_argument("--host", help="listen address (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, help="listen port (default 8080)")
+    srv.add_argument("--data-dir", help="where the store lives (default ~/.local/share/driftline)")
+    srv.add_argument("--store", choices=["sqlite", "memory"], help="store backend")
+    srv.add_argument("--severity-rules", metavar="PATH", help="severity rules override (YAML)")
+    srv.add_argument(
+        "--apply-principal",
+        action="append",
+        metavar="ARN_OR_NAME",
+        help="an identity that runs terraform apply (repeatable)",
+    )
+    srv.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="allowed browser origin (repeatable)",
+    )
+    srv.add_argument(
+        "--demo",
+        action="store_true",
+        default=None,
+        help="bundled demo state and a replayed stream of changes and alerts",
+    )
+    srv.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     srv.set_defaults(func=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    raise SystemExit("driftline serve: not available in this build")
+    import uvicorn
+
+    from monitor.daemon import Daemon
+    from web.app import create_app
+
+    flags = {
+        "state": args.state,
+        "host": args.host,
+        "port": args.port,
+        "data_dir": args.data_dir,
+        "store": args.store,
+        "severity_rules": args.severity_rules,
+        "apply_principals": args.apply_principal,
+        "cors_origins": args.cors_origin,
+        "demo": args.demo,
+        "log_level": args.log_level,
+    }
+    try:
+        config = load_config(args.config, dict(os.environ), flags)
+        if config.demo and args.data_dir is None and "DRIFTLINE_DATA_DIR" not in os.environ:
+            # A demo starts from nothing each time unless told where to keep its data.
+            config.data_dir = tempfile.mkdtemp(prefix="driftline-demo-")
+        daemon = Daemon(config)
+    except (ConfigError, StateError, CatalogueError) as exc:
+        print(f"driftline: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    where = f"http://{config.host}:{config.port}"
+    print(
+        f"driftline: {len(daemon.detector.index)} managed resources from "
+        f"{len(daemon.state.states)} state file(s); store: {config.data_dir}",
+        file=sys.stderr,
+    )
+    print(f"driftline: listening on {where}  (SSE: curl -N {where}/api/v1/stream)", file=sys.stderr)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(daemon),
+            host=config.host,
+            port=config.port,
+            log_level=config.log_level,
+            ws_max_size=WS_HARD_LIMIT,
+            timeout_graceful_shutdown=5,
+            access_log=config.log_level == "debug",
+        )
+    )
+    server.run()
+    return 0

@@ -1,0 +1,120 @@
+"""Configuration: defaults < YAML file < environment (DRIFTLINE_*) < flags; validated at start."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEV_ORIGINS = ["http://localhost:5173", "http://localhost:3000"]
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot work; the message says which setting and why."""
+
+
+def default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "driftline")
+
+
+@dataclass
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    state: list[str] = field(default_factory=list)
+    data_dir: str = field(default_factory=default_data_dir)
+    store: str = "sqlite"  # sqlite | memory
+    synchronous: str = "FULL"  # SQLite: FULL survives power loss, NORMAL only process crashes
+    severity_rules: str | None = None
+    apply_principals: list[str] = field(default_factory=list)
+    cors_origins: list[str] = field(default_factory=lambda: list(DEV_ORIGINS))
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_ws_message_bytes: int = 64 * 1024
+    sse_keepalive_seconds: float = 30.0
+    subscriber_queue: int = 2000
+    resume_buffer: int = 10000
+    state_poll_seconds: float = 2.0
+    demo: bool = False
+    demo_interval_seconds: float = 1.0
+    log_level: str = "info"
+
+    def validate(self) -> Config:
+        if not (0 <= self.port <= 65535):
+            raise ConfigError(f"port: {self.port} is not a TCP port (0-65535)")
+        if self.store not in ("sqlite", "memory"):
+            raise ConfigError(f"store: {self.store!r} must be sqlite or memory")
+        if self.synchronous.upper() not in ("FULL", "NORMAL"):
+            raise ConfigError(f"synchronous: {self.synchronous!r} must be FULL or NORMAL")
+        self.synchronous = self.synchronous.upper()
+        for name in ("max_body_bytes", "max_ws_message_bytes", "subscriber_queue", "resume_buffer"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        for name in ("sse_keepalive_seconds", "state_poll_seconds", "demo_interval_seconds"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be a positive number of seconds")
+        if not self.state and not self.demo:
+            raise ConfigError(
+                "state: no Terraform state given; pass --state PATH (repeatable), set "
+                "DRIFTLINE_STATE, or run with --demo"
+            )
+        for p in self.state:
+            if not Path(p).exists():
+                raise ConfigError(f"state: {p}: no such file or directory")
+        if self.severity_rules and not Path(self.severity_rules).is_file():
+            raise ConfigError(f"severity_rules: {self.severity_rules}: no such file")
+        if self.log_level not in ("critical", "error", "warning", "info", "debug"):
+            raise ConfigError(f"log_level: {self.log_level!r} is not a log level")
+        return self
+
+
+def _coerce(name: str, value: Any, kind: str) -> Any:
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            return str(value).lower() in ("1", "true", "yes", "on")
+        if kind == "list[str]":
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            return [str(v) for v in value]
+        if kind == "str | None":
+            return None if value is None else str(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: {value!r} is not a valid {kind}") from None
+
+
+def load_config(file: str | None, env: dict[str, str], flags: dict[str, Any]) -> Config:
+    """Merge the three sources; unknown keys in the file are errors, not silently ignored."""
+    kinds = {f.name: str(f.type) for f in fields(Config)}
+    values: dict[str, Any] = {}
+    if file:
+        try:
+            doc = yaml.safe_load(Path(file).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"config file {file}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {file}: not valid YAML: {exc}") from None
+        if not isinstance(doc, dict):
+            raise ConfigError(f"config file {file}: expected a mapping of settings")
+        for key, value in doc.items():
+            name = str(key).replace("-", "_")
+            if name not in kinds:
+                raise ConfigError(f"config file {file}: unknown setting {key!r}")
+            values[name] = _coerce(name, value, kinds[name])
+    for name, kind in kinds.items():
+        raw = env.get("DRIFTLINE_" + name.upper())
+        if raw is not None:
+            values[name] = _coerce(name, raw, kind)
+    for name, value in flags.items():
+        if value is not None and value != [] and name in kinds:
+            values[name] = _coerce(name, value, kinds[name])
+    return Config(**values).validate()

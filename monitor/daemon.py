@@ -1,0 +1,155 @@
+"""The running daemon: state, detector, store, hub and pipeline, with explicit start/stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from monitor.clock import Clock, utc_now
+from monitor.config import Config
+from monitor.detect import Detector
+from monitor.engine import build_index, load_rules
+from monitor.hub import Hub
+from monitor.pipeline import Pipeline
+from monitor.store import SqliteStore, Store
+from monitor.tfstate import StateError, TfState, load_states, state_files
+
+log = logging.getLogger("driftline")
+DEMO_DIR = Path(__file__).parent / "demo"
+
+
+@dataclass
+class StateStatus:
+    """What /health says about the Terraform state."""
+
+    states: list[TfState] = field(default_factory=list)
+    fingerprint: tuple[tuple[str, int, int], ...] = ()
+    loaded_at: str | None = None
+    error: str | None = None
+    reloads: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": "degraded" if self.error else "ok",
+            "files": [s.summary() for s in self.states],
+            "resource_count": sum(len(s.managed) for s in self.states),
+            "loaded_at": self.loaded_at,
+            "reloads": self.reloads,
+            "error": self.error,
+        }
+
+
+def _fingerprint(paths: list[str]) -> tuple[tuple[str, int, int], ...]:
+    out = []
+    for p in state_files(paths):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        out.append((str(p), st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+class Daemon:
+    """Everything `driftline serve` runs. Background tasks start in `start()`, never before."""
+
+    def __init__(self, config: Config, clock: Clock = utc_now) -> None:
+        self.config = config
+        self.clock = clock
+        self.catalogue, self.severity = load_rules(config.severity_rules)
+        self.state_paths = list(config.state) or [str(DEMO_DIR / "demo.tfstate")]
+        self.state = StateStatus()
+        self._load_state_or_raise()
+        index = build_index(self.state.states, self.catalogue)
+        self.detector = Detector(
+            self.catalogue, self.severity, index, config.apply_principals, clock
+        )
+        self.store: Store = self._open_store()
+        self.hub = Hub(
+            config.resume_buffer, config.subscriber_queue, clock, start_seq=self.store.last_seq()
+        )
+        self.pipeline = Pipeline(self.detector, self.store, self.hub, clock)
+        self.started_at: str | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def _open_store(self) -> Store:
+        if self.config.store == "memory":
+            return SqliteStore(":memory:")
+        return SqliteStore(Path(self.config.data_dir) / "driftline.db", self.config.synchronous)
+
+    def _load_state_or_raise(self) -> None:
+        fingerprint = _fingerprint(self.state_paths)
+        self.state.states = load_states(self.state_paths)
+        self.state.fingerprint = fingerprint
+        self.state.loaded_at = self.clock()
+
+    async def start(self) -> None:
+        self.started_at = self.clock()
+        await self.pipeline.start()
+        self._tasks.append(asyncio.create_task(self._watch_state(), name="state-watch"))
+        if self.config.demo:
+            from monitor.demo_replay import replay_forever
+
+            self._tasks.append(
+                asyncio.create_task(
+                    replay_forever(self, self.config.demo_interval_seconds), name="demo"
+                )
+            )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        self.hub.close_all()
+        await self.pipeline.stop()
+        self.store.close()
+
+    async def reload_state(self) -> bool:
+        """Reload when the files changed; a bad state keeps the last good one. True if reloaded."""
+        fingerprint = await asyncio.to_thread(_fingerprint, self.state_paths)
+        if fingerprint == self.state.fingerprint:
+            return False
+        try:
+            states = await asyncio.to_thread(load_states, self.state_paths)
+        except StateError as exc:
+            if self.state.error != str(exc):
+                log.warning("state reload failed, keeping the last good state: %s", exc)
+            self.state.error = str(exc)
+            self.state.fingerprint = fingerprint
+            return False
+        old = {s.path: (s.serial, s.lineage) for s in self.state.states}
+        index = build_index(states, self.catalogue)
+        self.pipeline.detector = self.detector = self.detector.with_index(index)
+        self.state.states = states
+        self.state.fingerprint = fingerprint
+        self.state.loaded_at = self.clock()
+        self.state.error = None
+        self.state.reloads += 1
+        changed = [s.summary() for s in states if old.get(s.path) != (s.serial, s.lineage)]
+        await self.pipeline.publish(
+            "state",
+            "state_change",
+            {
+                "resource_count": len(index),
+                "changed": changed,
+                "files": [s.path for s in states],
+                "loaded_at": self.state.loaded_at,
+            },
+        )
+        log.info("state reloaded: %d resources", len(index))
+        return True
+
+    async def _watch_state(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.state_poll_seconds)
+            try:
+                await self.reload_state()
+            except Exception:  # the watcher must outlive any one bad reload
+                log.exception("state watcher")

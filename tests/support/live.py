@@ -1,0 +1,95 @@
+"""A real uvicorn server on a free 127.0.0.1 port, and real SSE/WebSocket client helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+import uvicorn
+
+from monitor.config import Config
+from monitor.daemon import Daemon
+from web.app import create_app
+
+
+@dataclass
+class Running:
+    daemon: Daemon
+    base: str
+    ws: str
+    port: int
+    client: httpx.AsyncClient
+
+
+@contextlib.asynccontextmanager
+async def running(config: Config) -> AsyncIterator[Running]:
+    """Start Driftline under uvicorn on a free port; stop it (and wait) on exit."""
+    daemon = Daemon(config.validate())
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(daemon),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            ws_max_size=16 * 1024 * 1024,
+            timeout_graceful_shutdown=1,
+            lifespan="on",
+        )
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            yield Running(daemon, base, f"ws://127.0.0.1:{port}/ws", port, client)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 20)
+        sock.close()
+
+
+class SSEReader:
+    """Parses an SSE response into (id, event, data) tuples."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.lines = response.aiter_lines()
+
+    async def next(self) -> tuple[int | None, str, Any]:
+        event_id: int | None = None
+        event = "message"
+        data: list[str] = []
+        async for line in self.lines:
+            if line == "":
+                if data:
+                    return event_id, event, orjson.loads("\n".join(data))
+                continue
+            if line.startswith(":"):
+                continue
+            key, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if key == "id":
+                event_id = int(value)
+            elif key == "event":
+                event = value
+            elif key == "data":
+                data.append(value)
+        raise EOFError("stream ended")
+
+    async def until(self, event: str) -> tuple[int | None, str, Any]:
+        while True:
+            got = await self.next()
+            if got[1] == event:
+                return got

@@ -1,0 +1,98 @@
+"""The Starlette application: routes, error envelopes, CORS and the daemon's lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+
+from monitor.daemon import Daemon
+from web import ingest, live, rest
+from web.envelope import ApiError, JSONResponse, error
+from web.openapi import SPEC
+
+log = logging.getLogger("driftline.web")
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(SPEC)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error(exc.code, exc.message, exc.status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}.get(
+        exc.status_code, "BAD_REQUEST" if exc.status_code < 500 else "INTERNAL_ERROR"
+    )
+    message = "no such endpoint: " + request.url.path if exc.status_code == 404 else str(exc.detail)
+    return error(code, message, exc.status_code)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error("INTERNAL_ERROR", "internal error; see the server log", 500)
+
+
+def routes() -> list[Route | WebSocketRoute]:
+    return [
+        Route("/health", rest.health),
+        Route("/api/v1/health", rest.health),
+        Route("/api/v1/state", rest.state_meta),
+        Route("/api/v1/state/resources", rest.state_resources),
+        Route("/api/v1/state/resources/{address:path}", rest.state_resource),
+        Route("/api/v1/events", rest.events),
+        Route("/api/v1/events/{id}", rest.event),
+        Route("/api/v1/drifts", rest.drifts),
+        Route("/api/v1/drifts/{id}", rest.drift),
+        Route("/api/v1/stats", rest.stats),
+        Route("/api/v1/falco/events", ingest.falco_events, methods=["POST"]),
+        Route("/api/v1/ingest/cloudtrail", ingest.cloudtrail, methods=["POST"]),
+        Route("/api/v1/stream", live.stream),
+        Route("/openapi.json", openapi),
+        WebSocketRoute("/ws", live.websocket),
+    ]
+
+
+def create_app(daemon: Daemon) -> Starlette:
+    """The ASGI app; the daemon starts and stops with it."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await daemon.start()
+        try:
+            yield
+        finally:
+            await daemon.stop()
+
+    app = Starlette(
+        routes=routes(),
+        middleware=[
+            Middleware(
+                CORSMiddleware,
+                allow_origins=daemon.config.cors_origins,
+                allow_methods=["GET", "POST", "PATCH", "OPTIONS"],
+                allow_headers=["*"],
+                expose_headers=["*"],
+            )
+        ],
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.daemon = daemon
+    return app

@@ -1,0 +1,73 @@
+"""Ingest endpoints: Falco http_output / falcosidekick, and every CloudTrail shape."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from streams.decode import Decoded, decode_document
+from streams.errors import DecodeError
+from streams.files import parse_documents
+from web.envelope import ApiError, ok
+from web.rest import daemon_of
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over `limit` bytes before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise ApiError("BAD_REQUEST", "Content-Length is not a number") from None
+        if size > limit:
+            raise ApiError(
+                "PAYLOAD_TOO_LARGE",
+                f"body of {size} bytes is over the {limit} byte limit (max_body_bytes)",
+            )
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise ApiError(
+                "PAYLOAD_TOO_LARGE", f"body is over the {limit} byte limit (max_body_bytes)"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _ingest(request: Request, what: str) -> Response:
+    d = daemon_of(request)
+    body = await read_body(request, d.config.max_body_bytes)
+    if not body.strip():
+        raise ApiError("VALIDATION_ERROR", f"empty body: send one {what} as JSON, or NDJSON")
+    docs = list(parse_documents(body, "body"))
+    if len(docs) == 1 and docs[0].error is not None:
+        raise ApiError("VALIDATION_ERROR", f"body is not JSON or NDJSON: {docs[0].error.detail}")
+    source_for = d.catalogue.source_for
+    items: list[Decoded] = []
+    for raw in docs:
+        if raw.error is not None:
+            items.append(raw.error)
+        else:
+            items.extend(decode_document(raw.doc, source_for))
+    if not items:
+        raise ApiError("VALIDATION_ERROR", "body holds no records")
+    first_errors = [
+        {"index": n, "reason": i.reason, "detail": i.detail}
+        for n, i in enumerate(items)
+        if isinstance(i, DecodeError)
+    ][:20]
+    result = await d.pipeline.ingest(items)
+    data = result.as_dict()
+    data["errors"] = first_errors
+    return ok(data, status=202)
+
+
+async def falco_events(request: Request) -> Response:
+    return await _ingest(request, "Falco alert")
+
+
+async def cloudtrail(request: Request) -> Response:
+    return await _ingest(request, "CloudTrail record or log file")

@@ -1,0 +1,197 @@
+"""The OpenAPI description of every endpoint (served at /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PAGE = [
+    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+    },
+]
+
+
+def _q(name: str, desc: str, enum: list[str] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if enum:
+        schema["enum"] = enum
+    return {"name": name, "in": "query", "description": desc, "schema": schema}
+
+
+def _p(name: str, desc: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": desc,
+        "schema": {"type": "string"},
+    }
+
+
+SEV = ["critical", "high", "medium", "low"]
+ENVELOPE = {"$ref": "#/components/schemas/Envelope"}
+ERROR = {
+    "description": "error envelope",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+
+
+def _get(
+    summary: str, params: list[dict[str, Any]] | None = None, errors: tuple[int, ...] = (400,)
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "success envelope",
+            "content": {"application/json": {"schema": ENVELOPE}},
+        }
+    }
+    for code in errors:
+        responses[str(code)] = ERROR
+    return {"get": {"summary": summary, "parameters": params or [], "responses": responses}}
+
+
+def _ingest(summary: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "application/x-ndjson": {"schema": {"type": "string"}},
+                },
+            },
+            "responses": {
+                "202": {
+                    "description": "accepted / rejected counts with reasons",
+                    "content": {"application/json": {"schema": ENVELOPE}},
+                },
+                "400": ERROR,
+                "413": ERROR,
+            },
+        }
+    }
+
+
+DRIFT_FILTERS = [
+    _q("severity", "drift severity", SEV),
+    _q("resource_type", "Terraform resource type, e.g. aws_iam_role"),
+    _q("kind", "drift kind", ["modified", "unmanaged", "missing"]),
+    _q("status", "lifecycle status", ["detected", "investigating", "resolved"]),
+    _q("actor", "actor user name (session name for roles)"),
+    _q("provider", "cloud provider", ["aws", "gcp", "azure", "kubernetes"]),
+    _q("resource_id", "cloud resource id"),
+    _q("since", "event time lower bound (ISO 8601)"),
+    _q("until", "event time upper bound (ISO 8601)"),
+]
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Driftline API",
+        "version": "1.0.0",
+        "description": "Real-time Terraform drift monitor. Wire format follows the "
+        "TFDrift-Falco API (REST /api/v1, WebSocket /ws, SSE "
+        "/api/v1/stream); extensions are additive.",
+    },
+    "paths": {
+        "/health": _get("Health with per-component detail", errors=()),
+        "/api/v1/health": _get("Health with per-component detail", errors=()),
+        "/api/v1/state": _get("Terraform state metadata", errors=()),
+        "/api/v1/state/resources": _get(
+            "Managed resources (secrets redacted)", [*PAGE, _q("type", "resource type")]
+        ),
+        "/api/v1/state/resources/{address}": _get(
+            "One managed resource by address (URL-encoded)",
+            [_p("address", "resource address")],
+            (404,),
+        ),
+        "/api/v1/events": _get(
+            "Cloud change events and Falco alerts",
+            [
+                *PAGE,
+                _q("severity", "severity", [*SEV, "info"]),
+                _q("provider", "provider", ["aws", "gcp", "azure", "kubernetes", "host"]),
+                _q("type", "event type", ["cloudtrail", "falco"]),
+                _q("since", "time lower bound"),
+                _q("until", "time upper bound"),
+            ],
+        ),
+        "/api/v1/events/{id}": _get(
+            "One event with the drifts it caused", [_p("id", "event id")], (404,)
+        ),
+        "/api/v1/drifts": _get("Drift alerts, newest first", [*PAGE, *DRIFT_FILTERS]),
+        "/api/v1/drifts/{id}": _get(
+            "One drift with related_events", [_p("id", "drift id")], (404,)
+        ),
+        "/api/v1/stats": _get("Statistics", errors=()),
+        "/api/v1/falco/events": _ingest(
+            "Falco http_output (one alert per request), NDJSON batches, falcosidekick webhook"
+        ),
+        "/api/v1/ingest/cloudtrail": _ingest(
+            "CloudTrail record, {Records: [...]} log file, array, NDJSON or EventBridge envelope"
+        ),
+        "/api/v1/stream": {
+            "get": {
+                "summary": "Server-Sent Events: connected, drift, falco, state_change, lagged; "
+                "every event has an id (resume with Last-Event-ID)",
+                "parameters": [
+                    _q("topics", "comma-separated: all, drifts, events, state, stats"),
+                    _q("last_event_id", "resume point when the header cannot be set"),
+                ],
+                "responses": {"200": {"description": "text/event-stream"}, "400": ERROR},
+            }
+        },
+        "/ws": {
+            "get": {
+                "summary": "WebSocket: client messages subscribe/unsubscribe/ping/query "
+                "({type, topic, payload, since}); server messages {type, topic, "
+                "timestamp, seq, payload} with types welcome, drift, falco, "
+                "state_change, pong, subscribed, unsubscribed, query_result, error",
+                "parameters": [_q("topics", "initial topics (comma-separated)")],
+                "responses": {"101": {"description": "switching protocols"}},
+            }
+        },
+        "/openapi.json": _get("This document", errors=()),
+    },
+    "components": {
+        "schemas": {
+            "Envelope": {
+                "type": "object",
+                "required": ["success", "data"],
+                "properties": {"success": {"const": True}, "data": {}},
+            },
+            "Error": {
+                "type": "object",
+                "required": ["success", "error"],
+                "properties": {
+                    "success": {"const": False},
+                    "error": {
+                        "type": "object",
+                        "required": ["code", "message"],
+                        "properties": {
+                            "code": {
+                                "type": "string",
+                                "enum": [
+                                    "VALIDATION_ERROR",
+                                    "NOT_FOUND",
+                                    "INTERNAL_ERROR",
+                                    "RATE_LIMIT_EXCEEDED",
+                                    "UNAUTHORIZED",
+                                    "PAYLOAD_TOO_LARGE",
+                                    "METHOD_NOT_ALLOWED",
+                                    "CONFLICT",
+                                    "BAD_REQUEST",
+                                ],
+                            },
+                            "message": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
