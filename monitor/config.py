@@ -38,6 +38,12 @@ class Config:
     subscriber_queue: int = 2000
     resume_buffer: int = 10000
     state_poll_seconds: float = 2.0
+    event_retention_days: float = 30.0
+    max_events: int = 5_000_000
+    resolved_retention_days: float = 90.0
+    max_drifts: int = 5_000_000
+    max_messages: int = 1_000_000
+    prune_interval_seconds: float = 60.0
     demo: bool = False
     demo_interval_seconds: float = 1.0
     log_level: str = "info"
@@ -53,7 +59,17 @@ class Config:
         for name in ("max_body_bytes", "max_ws_message_bytes", "subscriber_queue", "resume_buffer"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
-        for name in ("sse_keepalive_seconds", "state_poll_seconds", "demo_interval_seconds"):
+        for name in ("max_events", "max_drifts", "max_messages"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
+        for name in (
+            "sse_keepalive_seconds",
+            "state_poll_seconds",
+            "demo_interval_seconds",
+            "event_retention_days",
+            "resolved_retention_days",
+            "prune_interval_seconds",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be a positive number of seconds")
         if not self.state and not self.demo:

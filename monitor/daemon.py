@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from monitor.detect import Detector
 from monitor.engine import build_index, load_rules
 from monitor.hub import Hub
 from monitor.pipeline import Pipeline
-from monitor.store import SqliteStore, Store
+from monitor.store import Retention, SqliteStore, Store
 from monitor.tfstate import StateError, TfState, load_states, state_files
 
 log = logging.getLogger("driftline")
@@ -91,6 +92,7 @@ class Daemon:
         self.started_at = self.clock()
         await self.pipeline.start()
         self._tasks.append(asyncio.create_task(self._watch_state(), name="state-watch"))
+        self._tasks.append(asyncio.create_task(self._prune_forever(), name="pruner"))
         if self.config.demo:
             from monitor.demo_replay import replay_forever
 
@@ -145,6 +147,42 @@ class Daemon:
         )
         log.info("state reloaded: %d resources", len(index))
         return True
+
+    def retention(self) -> Retention:
+        now = datetime.now(UTC)
+
+        def ago(days: float) -> str:
+            return (now - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        c = self.config
+        return Retention(
+            event_max_age=ago(c.event_retention_days),
+            event_max_rows=c.max_events,
+            resolved_max_age=ago(c.resolved_retention_days),
+            drift_max_rows=c.max_drifts,
+            message_max_rows=c.max_messages,
+        )
+
+    async def prune(self) -> dict[str, int]:
+        """Apply retention until nothing is left to delete (in bounded rounds)."""
+        total: dict[str, int] = {}
+        for _ in range(1000):
+            pruned = await self.pipeline.prune(self.retention())
+            for k, v in pruned.items():
+                total[k] = total.get(k, 0) + v
+            if not any(v for k, v in pruned.items() if k != "messages"):
+                break
+        if any(total.values()):
+            log.info("retention pruned %s", total)
+        return total
+
+    async def _prune_forever(self) -> None:
+        while True:
+            try:
+                await self.prune()
+            except Exception:  # the pruner must outlive any one failure
+                log.exception("pruner")
+            await asyncio.sleep(self.config.prune_interval_seconds)
 
     async def _watch_state(self) -> None:
         while True:

@@ -18,7 +18,15 @@ from monitor.clock import Clock, utc_now
 from monitor.detect import Detector
 from monitor.hub import Hub, Message
 from monitor.model import ChangeEvent, Drift, FalcoAlert
-from monitor.store import PendingMessage, Store, WriteBatch, WriteOutcome
+from monitor.store import (
+    LifecycleError,
+    PendingMessage,
+    Retention,
+    StatusChange,
+    Store,
+    WriteBatch,
+    WriteOutcome,
+)
 from rules.severity import RANK
 from streams.errors import DecodeError
 
@@ -36,6 +44,8 @@ class IngestResult:
     alerts: int = 0
     drifts: int = 0
     drift_ids: list[str] = field(default_factory=list)
+    repeats: int = 0  # drifts merged into an open drift (flood control)
+    suppressed: int = 0  # drifts matching an accepted baseline
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +56,8 @@ class IngestResult:
             "falco_alerts": self.alerts,
             "drifts": self.drifts,
             "drift_ids": self.drift_ids,
+            "repeats": self.repeats,
+            "suppressed": self.suppressed,
         }
 
 
@@ -166,6 +178,7 @@ class Pipeline:
         result = IngestResult()
         batch = WriteBatch(received_at=self.clock())
         changes: list[ChangeEvent] = []
+        skipped: Counter[str] = Counter()
         detector = self.detector
         for item in items:
             if isinstance(item, DecodeError):
@@ -182,6 +195,7 @@ class Pipeline:
             detection = detector.detect(item)
             if detection.skipped:
                 self.skipped[detection.skipped] += 1
+                skipped[detection.skipped] += 1
             if item.read_only and not self.store_readonly_events:
                 continue
             changes.append(item)
@@ -191,17 +205,42 @@ class Pipeline:
                 batch.messages.append(PendingMessage("drifts", "drift", drift.as_dict(), drift.id))
         self.records += result.accepted + result.rejected
         self.rejected.update(result.reasons)
-        if batch.events or batch.alerts:
+        counters = batch.counters
+        counters["ingest.records"] = result.accepted + result.rejected
+        for reason, n in result.reasons.items():
+            counters[f"ingest.rejected.{reason}"] = n
+        for reason, n in skipped.items():
+            counters[f"ingest.not_drift.{reason}"] = n
+        if batch.events or batch.alerts or counters:
             outcome = await self.writer.submit(batch)
             new = [d for d in batch.drifts if d.id in outcome.new_drifts]
             result.drifts = len(new)
             result.drift_ids = [d.id for d in new]
+            result.repeats = len(outcome.merged_drifts)
+            result.suppressed = len(outcome.suppressed_drifts)
             for d in new:
                 self.drift_kinds[d.kind.value] += 1
             alerts = [a for a in batch.alerts if a.id in outcome.new_alerts]
             for observer in self.observers:
                 observer(changes, new, alerts)
         return result
+
+    async def set_status(self, change: StatusChange) -> dict[str, Any]:
+        """Move a drift through its lifecycle; LifecycleError when refused."""
+        outcome = await self.writer.submit(
+            WriteBatch(status_changes=[change], received_at=self.clock())
+        )
+        result = outcome.status_results[0]
+        if isinstance(result, LifecycleError):
+            raise result
+        return result
+
+    async def prune(self, retention: Retention) -> dict[str, int]:
+        """One bounded round of retention; call again while it returns deletions."""
+        outcome = await self.writer.submit(
+            WriteBatch(retention=retention, received_at=self.clock())
+        )
+        return outcome.pruned
 
     async def publish(self, topic: str, type_: str, payload: dict[str, Any]) -> Message | None:
         """Store and deliver a message that is not tied to a drift (state_change, stats)."""

@@ -1,11 +1,13 @@
-"""Durable storage of events, alerts, drifts and hub messages (SQLite, WAL).
+"""Durable storage of events, alerts, drifts, their lifecycle and hub messages (SQLite, WAL).
 
-`Store` is the interface; `SqliteStore` the embedded default. Writes are idempotent on ids
-(at-least-once in, exactly-once out). Reads never block writes (WAL, separate connections).
+`Store` is the interface a PostgreSQL backend would implement; `SqliteStore` is the embedded
+default. Writes are idempotent on ids (at-least-once in, exactly-once out) and happen in one
+writer thread with group commit; readers use their own connections and never block it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -16,41 +18,37 @@ from typing import Any, Protocol
 import orjson
 
 from monitor.hub import Message
+from monitor.jsondiff import json_diff
 from monitor.model import ChangeEvent, Drift, FalcoAlert
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+STATUSES = ("detected", "investigating", "resolved")
+# Forward moves only: detected -> investigating -> resolved (or straight to resolved).
+TRANSITIONS = {
+    "detected": {"investigating", "resolved"},
+    "investigating": {"resolved"},
+    "resolved": set(),
+}
+DRIFT_TYPES = ("configuration", "security", "compliance")
+_SECURITY = {"iam", "network", "encryption"}
+_COMPLIANCE = {"logging", "monitoring"}
+# Single-column filters whose totals are kept as counters (COUNT(*) over a million rows is
+# too slow for a page request).
+COUNTED = ("severity", "status", "kind", "drift_type", "provider", "resource_type")
+
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE events (
-        id TEXT PRIMARY KEY,
-        kind TEXT NOT NULL,
-        time TEXT NOT NULL,
-        received_at TEXT NOT NULL,
-        provider TEXT,
-        severity TEXT,
-        name TEXT,
-        source TEXT,
-        actor TEXT,
-        body BLOB NOT NULL
+        id TEXT PRIMARY KEY, kind TEXT NOT NULL, time TEXT NOT NULL, received_at TEXT NOT NULL,
+        provider TEXT, severity TEXT, name TEXT, source TEXT, actor TEXT, body BLOB NOT NULL
     );
     CREATE INDEX events_time ON events(time);
     CREATE INDEX events_kind_sev ON events(severity, provider);
     CREATE TABLE drifts (
-        n INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
-        event_id TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        severity TEXT NOT NULL,
-        category TEXT,
-        provider TEXT,
-        resource_type TEXT,
-        resource_id TEXT,
-        resource_address TEXT,
-        field TEXT,
-        actor TEXT,
-        status TEXT NOT NULL,
-        event_time TEXT NOT NULL,
-        detected_at TEXT NOT NULL,
+        n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, event_id TEXT NOT NULL,
+        kind TEXT NOT NULL, severity TEXT NOT NULL, category TEXT, provider TEXT,
+        resource_type TEXT, resource_id TEXT, resource_address TEXT, field TEXT, actor TEXT,
+        status TEXT NOT NULL, event_time TEXT NOT NULL, detected_at TEXT NOT NULL,
         body BLOB NOT NULL
     );
     CREATE INDEX drifts_severity ON drifts(severity, n);
@@ -61,15 +59,76 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX drifts_event ON drifts(event_id);
     CREATE INDEX drifts_time ON drifts(event_time);
     CREATE TABLE messages (
-        seq INTEGER PRIMARY KEY,
-        topic TEXT NOT NULL,
-        type TEXT NOT NULL,
-        ts TEXT NOT NULL,
+        seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, type TEXT NOT NULL, ts TEXT NOT NULL,
         body BLOB NOT NULL
     );
-    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)
+    """,
+    2: """
+    ALTER TABLE drifts ADD COLUMN occurrences INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE drifts ADD COLUMN last_seen TEXT;
+    ALTER TABLE drifts ADD COLUMN updated_at TEXT;
+    ALTER TABLE drifts ADD COLUMN dedup_key TEXT;
+    ALTER TABLE drifts ADD COLUMN drift_type TEXT NOT NULL DEFAULT 'configuration';
+    UPDATE drifts SET last_seen = event_time, updated_at = detected_at,
+        drift_type = CASE WHEN category IN ('iam', 'network', 'encryption') THEN 'security'
+                          WHEN category IN ('logging', 'monitoring') THEN 'compliance'
+                          ELSE 'configuration' END;
+    CREATE INDEX drifts_open ON drifts(dedup_key, status);
+    CREATE INDEX drifts_drift_type ON drifts(drift_type, n);
+    CREATE INDEX drifts_provider ON drifts(provider, n);
+    CREATE INDEX drifts_actor ON drifts(actor, n);
+    CREATE INDEX drifts_detected ON drifts(detected_at);
+    CREATE INDEX drifts_keys ON drifts(n);
+    CREATE TABLE occurrences (
+        drift_id TEXT PRIMARY KEY, parent TEXT NOT NULL, event_id TEXT NOT NULL,
+        seen_at TEXT NOT NULL
+    );
+    CREATE INDEX occurrences_parent ON occurrences(parent);
+    CREATE TABLE baselines (
+        key TEXT PRIMARY KEY, value BLOB NOT NULL, state_value BLOB NOT NULL,
+        drift_id TEXT NOT NULL, captured_at TEXT NOT NULL
+    );
+    CREATE TABLE history (
+        drift_id TEXT NOT NULL, at TEXT NOT NULL, from_status TEXT, to_status TEXT NOT NULL,
+        note TEXT
+    );
+    CREATE INDEX history_drift ON history(drift_id);
+    CREATE INDEX events_received ON events(received_at)
     """,
 }
+
+
+def drift_type(category: str | None) -> str:
+    """configuration | security | compliance, from the rule category."""
+    if category in _SECURITY:
+        return "security"
+    if category in _COMPLIANCE:
+        return "compliance"
+    return "configuration"
+
+
+def _canon(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+
+
+def baseline_key(d: Drift) -> str:
+    target = d.field if d.field is not None else f"event:{d.event_name}"
+    return f"{d.provider}|{d.resource_type}|{d.resource_id}|{target}"
+
+
+def dedup_key(d: Drift) -> str:
+    digest = hashlib.blake2b(_canon(d.new_value), digest_size=12).hexdigest()
+    return f"{d.kind.value}|{baseline_key(d)}|{digest}"
+
+
+class LifecycleError(Exception):
+    """A refused status change; `code` is the API error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,22 +141,49 @@ class PendingMessage:
     key: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    drift_id: str
+    status: str
+    note: str | None = None
+    capture_baseline: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """Limits for the pruner; None means no limit of that kind."""
+
+    event_max_age: str | None = None  # ISO time: events received before this go
+    event_max_rows: int | None = None
+    resolved_max_age: str | None = None  # resolved drifts older than this go
+    drift_max_rows: int | None = None  # oldest resolved first, then oldest
+    message_max_rows: int | None = None
+    chunk: int = 5000
+
+
 @dataclass
 class WriteBatch:
-    """What one ingest produced; written in one transaction."""
+    """What one ingest (or one API action) produced; written in one transaction."""
 
     events: list[tuple[ChangeEvent, str]] = field(default_factory=list)  # (event, severity)
     alerts: list[FalcoAlert] = field(default_factory=list)
     drifts: list[Drift] = field(default_factory=list)
     messages: list[PendingMessage] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    status_changes: list[StatusChange] = field(default_factory=list)
+    retention: Retention | None = None
     received_at: str = ""
 
 
 @dataclass
 class WriteOutcome:
     new_drifts: set[str] = field(default_factory=set)
+    merged_drifts: set[str] = field(default_factory=set)  # flood control: occurrence added
+    suppressed_drifts: set[str] = field(default_factory=set)  # matched an accepted baseline
     new_alerts: set[str] = field(default_factory=set)
     messages: list[Message] = field(default_factory=list)
+    status_results: list[dict[str, Any] | LifecycleError] = field(default_factory=list)
+    pruned: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +195,7 @@ class DriftFilter:
     actor: str | None = None
     provider: str | None = None
     resource_id: str | None = None
-    category: str | None = None
+    drift_type: str | None = None
     since: str | None = None
     until: str | None = None
 
@@ -129,24 +215,26 @@ class Store(Protocol):
     def write(
         self, batches: Sequence[WriteBatch], next_seq: Callable[[], int]
     ) -> list[WriteOutcome]: ...
-    def known_events(self, ids: Sequence[str]) -> set[str]: ...
     def drifts(self, f: DriftFilter, page: int, limit: int) -> tuple[list[dict[str, Any]], int]: ...
     def drift(self, drift_id: str) -> dict[str, Any] | None: ...
+    def drift_detail(self, drift_id: str) -> dict[str, Any] | None: ...
     def drifts_for_event(self, event_id: str) -> list[dict[str, Any]]: ...
+    def summary(self) -> dict[str, Any]: ...
     def events(self, f: EventFilter, page: int, limit: int) -> tuple[list[dict[str, Any]], int]: ...
     def event(self, event_id: str) -> dict[str, Any] | None: ...
+    def events_since(self, since: str) -> int: ...
     def related_events(self, drift: dict[str, Any], limit: int) -> list[dict[str, Any]]: ...
     def messages_since(
         self, seq: int, topics: Iterable[str], limit: int
     ) -> list[tuple[int, str, str, str, bytes]]: ...
     def last_seq(self) -> int: ...
+    def counters(self) -> dict[str, int]: ...
     def counts(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
 class SqliteStore:
-    """The embedded store. One writer connection (used from one thread at a time) and
-    a reader connection per thread."""
+    """The embedded store: one writer connection, a reader connection per thread."""
 
     def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
         self.path = str(path)
@@ -163,13 +251,12 @@ class SqliteStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA busy_timeout=10000")
-        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA cache_size=-65536")
         return conn
 
     def _reader(self) -> sqlite3.Connection:
         if self.path == ":memory:":
-            # One in-memory database: readers share the writer's connection.
-            return self._writer
+            return self._writer  # one in-memory database: readers share the writer
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._connect()
@@ -179,161 +266,166 @@ class SqliteStore:
 
     def _migrate(self) -> None:
         with self._write_lock:
-            current = self._writer.execute("PRAGMA user_version").fetchone()[0]
+            db = self._writer
+            current = db.execute("PRAGMA user_version").fetchone()[0]
             if current > SCHEMA_VERSION:
                 raise RuntimeError(
                     f"{self.path}: store schema {current} is newer than this Driftline "
                     f"({SCHEMA_VERSION}); upgrade Driftline"
                 )
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                self._writer.execute("BEGIN IMMEDIATE")
+                db.execute("BEGIN IMMEDIATE")
                 try:
                     for stmt in MIGRATIONS[version].split(";"):
                         if stmt.strip():
-                            self._writer.execute(stmt)
-                    self._writer.execute(f"PRAGMA user_version={version}")
-                    self._writer.execute("COMMIT")
+                            db.execute(stmt)
+                    if version == 2:
+                        self._rebuild_counters(db)
+                    db.execute(f"PRAGMA user_version={version}")
+                    db.execute("COMMIT")
                 except BaseException:
-                    self._writer.execute("ROLLBACK")
+                    db.execute("ROLLBACK")
                     raise
+
+    @staticmethod
+    def _rebuild_counters(db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM counters WHERE name LIKE 'drifts.%' OR name LIKE 'events.%'")
+        db.execute("INSERT INTO counters SELECT 'drifts.total', COUNT(*) FROM drifts")
+        for col in COUNTED:
+            db.execute(
+                f"INSERT INTO counters SELECT 'drifts.{col}.' || {col}, COUNT(*) "
+                f"FROM drifts WHERE {col} IS NOT NULL GROUP BY {col}"
+            )
+        db.execute("INSERT INTO counters SELECT 'events.total', COUNT(*) FROM events")
+        db.execute(
+            "INSERT INTO counters SELECT 'events.kind.' || kind, COUNT(*) FROM events GROUP BY kind"
+        )
 
     # -- writes ---------------------------------------------------------------------------
 
     def write(
         self, batches: Sequence[WriteBatch], next_seq: Callable[[], int]
     ) -> list[WriteOutcome]:
-        """Store batches in one transaction (group commit). Messages whose key is new get a
-        sequence number from `next_seq` and are stored with them; they are returned, in
-        order, to be published once this returns."""
+        """Store batches in one transaction (group commit). Messages get sequence numbers
+        from `next_seq` and are stored with them; they are returned, in order, to be
+        published once this returns."""
         outcomes: list[WriteOutcome] = []
         with self._write_lock:
             db = self._writer
             db.execute("BEGIN IMMEDIATE")
             try:
                 for batch in batches:
-                    outcomes.append(self._write_one(db, batch, next_seq))
+                    outcomes.append(_Writer(db, batch, next_seq).run())
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
         return outcomes
 
-    def _write_one(
-        self, db: sqlite3.Connection, batch: WriteBatch, next_seq: Callable[[], int]
-    ) -> WriteOutcome:
-        out = WriteOutcome()
-        if batch.events:
-            db.executemany(
-                "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        e.event_id,
-                        "cloudtrail",
-                        e.event_time,
-                        batch.received_at,
-                        e.provider,
-                        sev,
-                        e.event_name,
-                        e.event_source,
-                        e.actor.key,
-                        orjson.dumps(_event_body(e, sev)),
-                    )
-                    for e, sev in batch.events
-                ],
-            )
-        for a in batch.alerts:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    a.id,
-                    "falco",
-                    a.time,
-                    batch.received_at,
-                    _alert_provider(a),
-                    a.severity,
-                    a.rule,
-                    a.source,
-                    a.hostname,
-                    orjson.dumps(_alert_body(a)),
-                ),
-            )
-            if cur.rowcount:
-                out.new_alerts.add(a.id)
-        for d in batch.drifts:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO drifts (id, event_id, kind, severity, category,"
-                " provider, resource_type, resource_id, resource_address, field, actor,"
-                " status, event_time, detected_at, body)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    d.id,
-                    d.event_id,
-                    d.kind.value,
-                    d.severity,
-                    d.category,
-                    d.provider,
-                    d.resource_type,
-                    d.resource_id,
-                    d.resource_address,
-                    d.field,
-                    d.actor.user_name or d.actor.key,
-                    d.status,
-                    d.event_time,
-                    d.detected_at,
-                    orjson.dumps(d.as_dict()),
-                ),
-            )
-            if cur.rowcount:
-                out.new_drifts.add(d.id)
-        rows = []
-        for pm in batch.messages:
-            if pm.key is not None and pm.key not in out.new_drifts and pm.key not in out.new_alerts:
-                continue
-            msg = Message(next_seq(), pm.topic, pm.type, batch.received_at, pm.payload)
-            out.messages.append(msg)
-            rows.append(msg.row())
-        if rows:
-            db.executemany("INSERT INTO messages VALUES (?,?,?,?,?)", rows)
-        return out
-
     # -- reads ----------------------------------------------------------------------------
-
-    def known_events(self, ids: Sequence[str]) -> set[str]:
-        if not ids:
-            return set()
-        db = self._reader()
-        found: set[str] = set()
-        for i in range(0, len(ids), 500):
-            chunk = list(ids[i : i + 500])
-            marks = ",".join("?" * len(chunk))
-            found.update(
-                r[0] for r in db.execute(f"SELECT id FROM events WHERE id IN ({marks})", chunk)
-            )
-        return found
 
     def drifts(self, f: DriftFilter, page: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         where, args = _drift_where(f)
         db = self._reader()
-        total = db.execute(f"SELECT COUNT(*) FROM drifts{where}", args).fetchone()[0]
-        rows = db.execute(
-            f"SELECT body, status FROM drifts{where} ORDER BY n DESC LIMIT ? OFFSET ?",
-            [*args, limit, (page - 1) * limit],
-        ).fetchall()
-        return [_drift_row(body, status) for body, status in rows], total
+        total = self._count(db, f, where, args)
+        # Keys first (an index-only scan, cheap even deep into the set), then 'limit' bodies.
+        keys = [
+            r[0]
+            for r in db.execute(
+                f"SELECT n FROM drifts{where} ORDER BY n DESC LIMIT ? OFFSET ?",
+                [*args, limit, (page - 1) * limit],
+            )
+        ]
+        if not keys:
+            return [], total
+        marks = ",".join("?" * len(keys))
+        rows = db.execute(f"SELECT n, {_DRIFT_COLS} FROM drifts WHERE n IN ({marks})", keys)
+        by_n = {r[0]: _drift_row(r[1:]) for r in rows}
+        return [by_n[n] for n in keys if n in by_n], total
+
+    def _count(self, db: sqlite3.Connection, f: DriftFilter, where: str, args: list[Any]) -> int:
+        used = [c for c in COUNTED if getattr(f, c) is not None]
+        others = (f.actor, f.resource_id, f.since, f.until)
+        if len(used) <= 1 and not any(o is not None for o in others):
+            name = f"drifts.{used[0]}.{getattr(f, used[0])}" if used else "drifts.total"
+            row = db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+            return int(row[0]) if row else 0
+        return int(db.execute(f"SELECT COUNT(*) FROM drifts{where}", args).fetchone()[0])
 
     def drift(self, drift_id: str) -> dict[str, Any] | None:
         row = (
             self._reader()
-            .execute("SELECT body, status FROM drifts WHERE id = ?", (drift_id,))
+            .execute(f"SELECT {_DRIFT_COLS} FROM drifts WHERE id = ?", (drift_id,))
             .fetchone()
         )
-        return _drift_row(*row) if row else None
+        return _drift_row(row) if row else None
+
+    def drift_detail(self, drift_id: str) -> dict[str, Any] | None:
+        """A drift with its baseline, a JSON diff baseline -> current, occurrences, history."""
+        d = self.drift(drift_id)
+        if d is None:
+            return None
+        db = self._reader()
+        target = d["field"] if d["field"] is not None else f"event:{d['event_name']}"
+        key = f"{d['provider']}|{d['resource_type']}|{d['resource_id']}|{target}"
+        row = db.execute(
+            "SELECT value, captured_at, drift_id FROM baselines WHERE key = ?", (key,)
+        ).fetchone()
+        if row and row[2] != drift_id:
+            baseline = orjson.loads(row[0])
+            d["baseline"] = {
+                "source": "accepted",
+                "value": baseline,
+                "captured_at": row[1],
+                "from_drift": row[2],
+            }
+        else:
+            baseline = d["old_value"]
+            d["baseline"] = {"source": "terraform_state", "value": baseline}
+        d["baseline_value"] = baseline
+        d["current_value"] = d["new_value"]
+        d["diff"] = json_diff(baseline, d["new_value"])
+        d["history"] = [
+            {"at": at, "from": frm, "to": to, "note": note}
+            for at, frm, to, note in db.execute(
+                "SELECT at, from_status, to_status, note FROM history WHERE drift_id = ? "
+                "ORDER BY rowid",
+                (drift_id,),
+            )
+        ]
+        d["occurrence_events"] = [d["event_id"]] + [
+            r[0]
+            for r in db.execute(
+                "SELECT event_id FROM occurrences WHERE parent = ? ORDER BY seen_at LIMIT 100",
+                (drift_id,),
+            )
+        ]
+        return d
 
     def drifts_for_event(self, event_id: str) -> list[dict[str, Any]]:
-        rows = self._reader().execute(
-            "SELECT body, status FROM drifts WHERE event_id = ? ORDER BY n", (event_id,)
-        )
-        return [_drift_row(body, status) for body, status in rows]
+        db = self._reader()
+        rows = db.execute(
+            f"SELECT {_DRIFT_COLS} FROM drifts WHERE event_id = ? ORDER BY n", (event_id,)
+        ).fetchall()
+        out = [_drift_row(r) for r in rows]
+        merged = db.execute(
+            f"SELECT {_DRIFT_COLS} FROM drifts WHERE id IN "
+            "(SELECT parent FROM occurrences WHERE event_id = ?)",
+            (event_id,),
+        ).fetchall()
+        out.extend(_drift_row(r) for r in merged)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        c = self.counters()
+        return {
+            "total": c.get("drifts.total", 0),
+            "by_severity": {
+                s: c.get(f"drifts.severity.{s}", 0) for s in ("critical", "high", "medium", "low")
+            },
+            "by_status": {s: c.get(f"drifts.status.{s}", 0) for s in STATUSES},
+            "by_type": {t: c.get(f"drifts.drift_type.{t}", 0) for t in DRIFT_TYPES},
+        }
 
     def events(self, f: EventFilter, page: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         clauses, args = [], []
@@ -349,7 +441,16 @@ class SqliteStore:
             args.append(f.until)
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
         db = self._reader()
-        total = db.execute(f"SELECT COUNT(*) FROM events{where}", args).fetchone()[0]
+        if not clauses:
+            row = db.execute("SELECT value FROM counters WHERE name = 'events.total'").fetchone()
+            total = int(row[0]) if row else 0
+        elif clauses == ["kind = ?"]:
+            row = db.execute(
+                "SELECT value FROM counters WHERE name = ?", (f"events.kind.{f.kind}",)
+            ).fetchone()
+            total = int(row[0]) if row else 0
+        else:
+            total = db.execute(f"SELECT COUNT(*) FROM events{where}", args).fetchone()[0]
         rows = db.execute(
             f"SELECT body FROM events{where} ORDER BY time DESC, id LIMIT ? OFFSET ?",
             [*args, limit, (page - 1) * limit],
@@ -360,20 +461,40 @@ class SqliteStore:
         row = self._reader().execute("SELECT body FROM events WHERE id = ?", (event_id,)).fetchone()
         return orjson.loads(row[0]) if row else None
 
+    def events_since(self, since: str) -> int:
+        row = (
+            self._reader()
+            .execute("SELECT COUNT(*) FROM events WHERE time >= ?", (since,))
+            .fetchone()
+        )
+        return int(row[0])
+
     def related_events(self, drift: dict[str, Any], limit: int = 20) -> list[dict[str, Any]]:
-        """The drift's own event, then other events that drifted the same resource."""
+        """The drift's own event and its repeat occurrences, then other events that drifted
+        the same resource, newest first."""
         db = self._reader()
         ids = [drift["event_id"]]
         ids.extend(
             r[0]
             for r in db.execute(
-                "SELECT DISTINCT event_id FROM drifts WHERE resource_id = ? AND event_id != ?"
-                " ORDER BY n DESC LIMIT ?",
-                (drift["resource_id"], drift["event_id"], limit - 1),
+                "SELECT event_id FROM occurrences WHERE parent = ? ORDER BY seen_at DESC LIMIT ?",
+                (drift["id"], limit),
             )
         )
-        out = []
+        ids.extend(
+            r[0]
+            for r in db.execute(
+                "SELECT DISTINCT event_id FROM drifts WHERE resource_id = ? AND id != ?"
+                " ORDER BY n DESC LIMIT ?",
+                (drift["resource_id"], drift["id"], limit),
+            )
+        )
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
         for eid in ids:
+            if eid in seen or len(out) >= limit:
+                continue
+            seen.add(eid)
             ev = self.event(eid)
             if ev is not None:
                 out.append(ev)
@@ -393,34 +514,35 @@ class SqliteStore:
         )
 
     def last_seq(self) -> int:
-        row = self._reader().execute("SELECT MAX(seq) FROM messages").fetchone()
-        return int(row[0] or 0)
-
-    def counts(self) -> dict[str, Any]:
         db = self._reader()
-        by_sev = dict(db.execute("SELECT severity, COUNT(*) FROM drifts GROUP BY severity"))
-        by_kind = dict(db.execute("SELECT kind, COUNT(*) FROM drifts GROUP BY kind"))
-        by_status = dict(db.execute("SELECT status, COUNT(*) FROM drifts GROUP BY status"))
-        top_types = db.execute(
-            "SELECT resource_type, COUNT(*) c FROM drifts GROUP BY resource_type"
-            " ORDER BY c DESC, resource_type LIMIT 10"
-        ).fetchall()
-        events_by_kind = dict(db.execute("SELECT kind, COUNT(*) FROM events GROUP BY kind"))
+        row = db.execute("SELECT MAX(seq) FROM messages").fetchone()
+        mark = db.execute("SELECT value FROM counters WHERE name = 'hub.seq'").fetchone()
+        return max(int(row[0] or 0), int(mark[0]) if mark else 0)
+
+    def counters(self) -> dict[str, int]:
         return {
-            "drifts_by_severity": by_sev,
-            "drifts_by_kind": by_kind,
-            "drifts_by_status": by_status,
-            "top_resource_types": [{"type": t, "count": c} for t, c in top_types],
-            "events_by_kind": events_by_kind,
+            name: int(value)
+            for name, value in self._reader().execute("SELECT name, value FROM counters")
         }
 
-    def events_since(self, since: str) -> int:
-        row = (
-            self._reader()
-            .execute("SELECT COUNT(*) FROM events WHERE time >= ?", (since,))
-            .fetchone()
-        )
-        return int(row[0])
+    def counts(self) -> dict[str, Any]:
+        c = self.counters()
+
+        def group(prefix: str) -> dict[str, int]:
+            return {k[len(prefix) :]: v for k, v in c.items() if k.startswith(prefix) and v}
+
+        types = sorted(group("drifts.resource_type.").items(), key=lambda kv: (-kv[1], kv[0]))
+        return {
+            "drifts_total": c.get("drifts.total", 0),
+            "drifts_by_severity": group("drifts.severity."),
+            "drifts_by_kind": group("drifts.kind."),
+            "drifts_by_status": group("drifts.status."),
+            "drifts_by_type": group("drifts.drift_type."),
+            "top_resource_types": [{"type": t, "count": n} for t, n in types[:10]],
+            "events_total": c.get("events.total", 0),
+            "events_by_kind": group("events.kind."),
+            "ingest": group("ingest."),
+        }
 
     def close(self) -> None:
         with self._write_lock:
@@ -429,6 +551,333 @@ class SqliteStore:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+_DRIFT_COLS = "body, status, occurrences, last_seen, updated_at, drift_type"
+
+
+class _Writer:
+    """One batch inside the writer's transaction."""
+
+    def __init__(
+        self, db: sqlite3.Connection, batch: WriteBatch, next_seq: Callable[[], int]
+    ) -> None:
+        self.db = db
+        self.batch = batch
+        self.next_seq = next_seq
+        self.out = WriteOutcome()
+        self.counts: dict[str, int] = dict(batch.counters)
+
+    def bump(self, name: str, by: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + by
+
+    def emit(self, topic: str, type_: str, payload: dict[str, Any]) -> None:
+        self.out.messages.append(
+            Message(self.next_seq(), topic, type_, self.batch.received_at, payload)
+        )
+
+    def run(self) -> WriteOutcome:
+        b = self.batch
+        self._events()
+        for d in b.drifts:
+            self._drift(d)
+        for change in b.status_changes:
+            try:
+                self.out.status_results.append(self._status(change))
+            except LifecycleError as exc:
+                self.out.status_results.append(exc)
+        for pm in b.messages:
+            if pm.key is None or pm.key in self.out.new_drifts or pm.key in self.out.new_alerts:
+                self.emit(pm.topic, pm.type, pm.payload)
+        if b.retention is not None:
+            self._prune(b.retention)
+        if self.out.messages:
+            self.db.executemany(
+                "INSERT INTO messages VALUES (?,?,?,?,?)", [m.row() for m in self.out.messages]
+            )
+            self.counts["hub.seq"] = 0  # marker: set below, not added
+        self._flush_counters()
+        return self.out
+
+    def _events(self) -> None:
+        b, db = self.batch, self.db
+        for e, sev in b.events:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    e.event_id,
+                    "cloudtrail",
+                    e.event_time,
+                    b.received_at,
+                    e.provider,
+                    sev,
+                    e.event_name,
+                    e.event_source,
+                    e.actor.key,
+                    orjson.dumps(_event_body(e, sev)),
+                ),
+            )
+            if cur.rowcount:
+                self.bump("events.total")
+                self.bump("events.kind.cloudtrail")
+        for a in b.alerts:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    a.id,
+                    "falco",
+                    a.time,
+                    b.received_at,
+                    _alert_provider(a),
+                    a.severity,
+                    a.rule,
+                    a.source,
+                    a.hostname,
+                    orjson.dumps(_alert_body(a)),
+                ),
+            )
+            if cur.rowcount:
+                self.out.new_alerts.add(a.id)
+                self.bump("events.total")
+                self.bump("events.kind.falco")
+
+    def _drift(self, d: Drift) -> None:
+        db = self.db
+        if db.execute(
+            "SELECT 1 FROM drifts WHERE id = ? UNION ALL "
+            "SELECT 1 FROM occurrences WHERE drift_id = ?",
+            (d.id, d.id),
+        ).fetchone():
+            return  # redelivered input: already stored (or merged, or suppressed)
+        base = db.execute(
+            "SELECT value, state_value FROM baselines WHERE key = ?", (baseline_key(d),)
+        ).fetchone()
+        if base is not None and base[0] == _canon(d.new_value) and base[1] == _canon(d.old_value):
+            db.execute(
+                "INSERT INTO occurrences VALUES (?,?,?,?)",
+                (d.id, "baseline:" + baseline_key(d), d.event_id, d.event_time),
+            )
+            self.out.suppressed_drifts.add(d.id)
+            self.bump("drifts.suppressed")
+            return
+        key = dedup_key(d)
+        open_row = db.execute(
+            "SELECT id, occurrences, last_seen FROM drifts WHERE dedup_key = ? AND status != "
+            "'resolved' ORDER BY n DESC LIMIT 1",
+            (key,),
+        ).fetchone()
+        if open_row is not None:
+            parent, count, last = open_row
+            last_seen = max(last or "", d.event_time)
+            db.execute(
+                "UPDATE drifts SET occurrences = occurrences + 1, last_seen = ?, "
+                "updated_at = ? WHERE id = ?",
+                (last_seen, d.detected_at, parent),
+            )
+            db.execute(
+                "INSERT INTO occurrences VALUES (?,?,?,?)", (d.id, parent, d.event_id, d.event_time)
+            )
+            self.out.merged_drifts.add(parent)
+            self.bump("drifts.merged")
+            self.emit(
+                "drifts",
+                "drift_update",
+                {
+                    "id": parent,
+                    "occurrences": count + 1,
+                    "last_seen": last_seen,
+                    "event_id": d.event_id,
+                },
+            )
+            return
+        dtype = drift_type(d.category)
+        db.execute(
+            "INSERT INTO drifts (id, event_id, kind, severity, category, provider,"
+            " resource_type, resource_id, resource_address, field, actor, status, event_time,"
+            " detected_at, body, occurrences, last_seen, updated_at, dedup_key, drift_type)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,1,?,?,?,?)",
+            (
+                d.id,
+                d.event_id,
+                d.kind.value,
+                d.severity,
+                d.category,
+                d.provider,
+                d.resource_type,
+                d.resource_id,
+                d.resource_address,
+                d.field,
+                d.actor.user_name or d.actor.key,
+                d.status,
+                d.event_time,
+                d.detected_at,
+                orjson.dumps(d.as_dict()),
+                d.event_time,
+                d.detected_at,
+                key,
+                dtype,
+            ),
+        )
+        self.out.new_drifts.add(d.id)
+        self.bump("drifts.total")
+        for col, value in (
+            ("severity", d.severity),
+            ("status", d.status),
+            ("kind", d.kind.value),
+            ("drift_type", dtype),
+            ("provider", d.provider),
+            ("resource_type", d.resource_type),
+        ):
+            self.bump(f"drifts.{col}.{value}")
+
+    def _status(self, change: StatusChange) -> dict[str, Any]:
+        db = self.db
+        row = db.execute(
+            f"SELECT {_DRIFT_COLS} FROM drifts WHERE id = ?", (change.drift_id,)
+        ).fetchone()
+        if row is None:
+            raise LifecycleError("NOT_FOUND", f"Drift with ID '{change.drift_id}' not found")
+        current = _drift_row(row)
+        old = current["status"]
+        if change.status not in STATUSES:
+            raise LifecycleError("VALIDATION_ERROR", f"status must be one of {', '.join(STATUSES)}")
+        if change.status not in TRANSITIONS[old]:
+            allowed = ", ".join(sorted(TRANSITIONS[old])) or "none (resolved is final)"
+            raise LifecycleError(
+                "CONFLICT",
+                f"cannot move drift {change.drift_id} from "
+                f"{old} to {change.status}; allowed: {allowed}",
+            )
+        at = self.batch.received_at
+        db.execute(
+            "UPDATE drifts SET status = ?, updated_at = ? WHERE id = ?",
+            (change.status, at, change.drift_id),
+        )
+        db.execute(
+            "INSERT INTO history VALUES (?,?,?,?,?)",
+            (change.drift_id, at, old, change.status, change.note),
+        )
+        self.bump(f"drifts.status.{old}", -1)
+        self.bump(f"drifts.status.{change.status}")
+        current["status"] = change.status
+        current["updated_at"] = at
+        if change.capture_baseline:
+            target = (
+                current["field"]
+                if current["field"] is not None
+                else (f"event:{current['event_name']}")
+            )
+            key = (
+                f"{current['provider']}|{current['resource_type']}|"
+                f"{current['resource_id']}|{target}"
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO baselines VALUES (?,?,?,?,?)",
+                (
+                    key,
+                    _canon(current["new_value"]),
+                    _canon(current["old_value"]),
+                    change.drift_id,
+                    at,
+                ),
+            )
+            current["baseline_captured"] = True
+        self.emit(
+            "drifts",
+            "drift_update",
+            {
+                "id": change.drift_id,
+                "status": change.status,
+                "previous_status": old,
+                "updated_at": at,
+                "baseline_captured": change.capture_baseline,
+            },
+        )
+        return current
+
+    def _prune(self, r: Retention) -> None:
+        db = self.db
+        pruned = self.out.pruned
+        if r.event_max_age:
+            self._delete_events("received_at < ?", (r.event_max_age,), r.chunk, pruned)
+        if r.event_max_rows is not None:
+            total = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+            extra = total - r.event_max_rows
+            if extra > 0:
+                self._delete_events(
+                    "id IN (SELECT id FROM events ORDER BY received_at, time LIMIT ?)",
+                    (min(extra, r.chunk),),
+                    r.chunk,
+                    pruned,
+                )
+        if r.resolved_max_age:
+            self._delete_drifts(
+                "status = 'resolved' AND updated_at < ?", (r.resolved_max_age,), r.chunk, pruned
+            )
+        if r.drift_max_rows is not None:
+            total = db.execute("SELECT COUNT(*) FROM drifts").fetchone()[0]
+            extra = min(total - r.drift_max_rows, r.chunk)
+            if extra > 0:
+                self._delete_drifts(
+                    "n IN (SELECT n FROM drifts ORDER BY status = 'resolved' DESC, n LIMIT ?)",
+                    (extra,),
+                    r.chunk,
+                    pruned,
+                )
+        if r.message_max_rows is not None:
+            cur = db.execute(
+                "DELETE FROM messages WHERE seq <= (SELECT MAX(seq) FROM messages) - ?",
+                (r.message_max_rows,),
+            )
+            pruned["messages"] = pruned.get("messages", 0) + cur.rowcount
+
+    def _delete_events(
+        self, where: str, args: tuple[Any, ...], chunk: int, pruned: dict[str, int]
+    ) -> None:
+        rows = self.db.execute(
+            f"SELECT id, kind FROM events WHERE {where} LIMIT ?", (*args, chunk)
+        ).fetchall()
+        if not rows:
+            return
+        self.db.executemany("DELETE FROM events WHERE id = ?", [(r[0],) for r in rows])
+        self.bump("events.total", -len(rows))
+        for _, kind in rows:
+            self.bump(f"events.kind.{kind}", -1)
+        pruned["events"] = pruned.get("events", 0) + len(rows)
+
+    def _delete_drifts(
+        self, where: str, args: tuple[Any, ...], chunk: int, pruned: dict[str, int]
+    ) -> None:
+        cols = ", ".join(COUNTED)
+        rows = self.db.execute(
+            f"SELECT id, {cols} FROM drifts WHERE {where} LIMIT ?", (*args, chunk)
+        ).fetchall()
+        if not rows:
+            return
+        self.db.executemany("DELETE FROM drifts WHERE id = ?", [(r[0],) for r in rows])
+        self.db.executemany("DELETE FROM occurrences WHERE parent = ?", [(r[0],) for r in rows])
+        self.db.executemany("DELETE FROM history WHERE drift_id = ?", [(r[0],) for r in rows])
+        self.bump("drifts.total", -len(rows))
+        for row in rows:
+            for col, value in zip(COUNTED, row[1:], strict=True):
+                self.bump(f"drifts.{col}.{value}", -1)
+        pruned["drifts"] = pruned.get("drifts", 0) + len(rows)
+
+    def _flush_counters(self) -> None:
+        seq_mark = self.counts.pop("hub.seq", None)
+        rows = [(k, v) for k, v in self.counts.items() if v]
+        if rows:
+            self.db.executemany(
+                "INSERT INTO counters VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                rows,
+            )
+        if seq_mark is not None and self.out.messages:
+            self.db.execute(
+                "INSERT INTO counters VALUES ('hub.seq', ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = MAX(value, excluded.value)",
+                (self.out.messages[-1].seq,),
+            )
 
 
 def _drift_where(f: DriftFilter) -> tuple[str, list[Any]]:
@@ -442,7 +891,7 @@ def _drift_where(f: DriftFilter) -> tuple[str, list[Any]]:
         ("actor", f.actor),
         ("provider", f.provider),
         ("resource_id", f.resource_id),
-        ("category", f.category),
+        ("drift_type", f.drift_type),
     ):
         if value is not None:
             clauses.append(f"{col} = ?")
@@ -456,9 +905,14 @@ def _drift_where(f: DriftFilter) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
-def _drift_row(body: bytes, status: str) -> dict[str, Any]:
+def _drift_row(row: Sequence[Any]) -> dict[str, Any]:
+    body, status, occurrences, last_seen, updated_at, dtype = row
     d: dict[str, Any] = orjson.loads(body)
     d["status"] = status
+    d["occurrences"] = occurrences
+    d["last_seen"] = last_seen
+    d["updated_at"] = updated_at
+    d["type"] = dtype
     return d
 
 

@@ -84,6 +84,7 @@ DRIFT_FILTERS = [
     _q("actor", "actor user name (session name for roles)"),
     _q("provider", "cloud provider", ["aws", "gcp", "azure", "kubernetes"]),
     _q("resource_id", "cloud resource id"),
+    _q("type", "drift type (from the rule category)", ["configuration", "security", "compliance"]),
     _q("since", "event time lower bound (ISO 8601)"),
     _q("until", "event time upper bound (ISO 8601)"),
 ]
@@ -124,9 +125,73 @@ SPEC: dict[str, Any] = {
             "One event with the drifts it caused", [_p("id", "event id")], (404,)
         ),
         "/api/v1/drifts": _get("Drift alerts, newest first", [*PAGE, *DRIFT_FILTERS]),
-        "/api/v1/drifts/{id}": _get(
-            "One drift with related_events", [_p("id", "drift id")], (404,)
-        ),
+        "/api/v1/drifts/summary": _get("Totals by severity, status and type", errors=()),
+        "/api/v1/drifts/{id}": {
+            **_get(
+                "One drift: related_events, baseline, JSON diff baseline -> current, "
+                "occurrences, status history",
+                [_p("id", "drift id")],
+                (404,),
+            ),
+            "patch": {
+                "summary": "Move a drift through its lifecycle: detected -> investigating -> "
+                "resolved",
+                "parameters": [_p("id", "drift id")],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["status"],
+                                "properties": {
+                                    "status": {"enum": ["investigating", "resolved"]},
+                                    "note": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "the updated drift",
+                        "content": {"application/json": {"schema": ENVELOPE}},
+                    },
+                    "400": ERROR,
+                    "404": ERROR,
+                    "409": ERROR,
+                },
+            },
+        },
+        "/api/v1/drifts/{id}/resolve": {
+            "post": {
+                "summary": "Resolve a drift; capture_baseline accepts its current value so the "
+                "same value is not reported again until state or baseline changes",
+                "parameters": [_p("id", "drift id")],
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "capture_baseline": {"type": "boolean", "default": False},
+                                    "note": {"type": "string"},
+                                },
+                            }
+                        }
+                    }
+                },
+                "responses": {
+                    "200": {
+                        "description": "the resolved drift",
+                        "content": {"application/json": {"schema": ENVELOPE}},
+                    },
+                    "400": ERROR,
+                    "404": ERROR,
+                    "409": ERROR,
+                },
+            }
+        },
         "/api/v1/stats": _get("Statistics", errors=()),
         "/api/v1/falco/events": _ingest(
             "Falco http_output (one alert per request), NDJSON batches, falcosidekick webhook"

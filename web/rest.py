@@ -7,11 +7,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from monitor.daemon import Daemon
-from monitor.store import DriftFilter, EventFilter
+from monitor.store import DRIFT_TYPES, DriftFilter, EventFilter, LifecycleError, StatusChange
 from web.envelope import (
     SEVERITIES,
     ApiError,
@@ -148,6 +149,7 @@ def drift_filter(request: Request) -> DriftFilter:
         actor=request.query_params.get("actor") or None,
         provider=choice_param(request, "provider", PROVIDERS),
         resource_id=request.query_params.get("resource_id") or None,
+        drift_type=choice_param(request, "type", DRIFT_TYPES),
         since=time_param(request, "since"),
         until=time_param(request, "until"),
     )
@@ -164,12 +166,63 @@ async def drifts(request: Request) -> Response:
 async def drift(request: Request) -> Response:
     d = daemon_of(request)
     drift_id = request.path_params["id"]
-    item = await asyncio.to_thread(d.store.drift, drift_id)
+    item = await asyncio.to_thread(d.store.drift_detail, drift_id)
     if item is None:
         raise ApiError("NOT_FOUND", f"Drift with ID '{drift_id}' not found")
     item = _compat(item)
     item["related_events"] = await asyncio.to_thread(d.store.related_events, item, 20)
     return ok(item)
+
+
+async def drift_summary(request: Request) -> Response:
+    d = daemon_of(request)
+    return ok(await asyncio.to_thread(d.store.summary))
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError("VALIDATION_ERROR", "body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError("VALIDATION_ERROR", "body must be a JSON object")
+    return body
+
+
+async def _change(request: Request, change: StatusChange) -> Response:
+    d = daemon_of(request)
+    try:
+        updated = await d.pipeline.set_status(change)
+    except LifecycleError as exc:
+        raise ApiError(exc.code, exc.message) from None
+    return ok(_compat(updated))
+
+
+async def patch_drift(request: Request) -> Response:
+    body = await _json_body(request)
+    status = body.get("status")
+    if status not in ("investigating", "resolved"):
+        raise ApiError("VALIDATION_ERROR", "status is required: investigating or resolved")
+    note = body.get("note")
+    if note is not None and not isinstance(note, str):
+        raise ApiError("VALIDATION_ERROR", "note must be a string")
+    return await _change(request, StatusChange(request.path_params["id"], status, note))
+
+
+async def resolve_drift(request: Request) -> Response:
+    body = await _json_body(request)
+    capture = body.get("capture_baseline", False)
+    if not isinstance(capture, bool):
+        raise ApiError("VALIDATION_ERROR", "capture_baseline must be true or false")
+    note = body.get("note")
+    if note is not None and not isinstance(note, str):
+        raise ApiError("VALIDATION_ERROR", "note must be a string")
+    return await _change(
+        request, StatusChange(request.path_params["id"], "resolved", note, capture)
+    )
 
 
 def _compat(d: dict[str, Any]) -> dict[str, Any]:
@@ -184,33 +237,45 @@ async def stats(request: Request) -> Response:
     d = daemon_of(request)
     counts = await asyncio.to_thread(d.store.counts)
     day_ago = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    last_24h = await asyncio.to_thread(d.store.events_since, day_ago)  # type: ignore[attr-defined]
+    last_24h = await asyncio.to_thread(d.store.events_since, day_ago)
     by_sev = {s: counts["drifts_by_severity"].get(s, 0) for s in SEVERITIES}
-    total = sum(counts["drifts_by_severity"].values())
+    total = counts["drifts_total"]
     breakdown = {s: round(100.0 * n / total, 1) if total else 0.0 for s, n in by_sev.items()}
-    graph_stats = d.graph_stats() if hasattr(d, "graph_stats") else None
     resources = len(d.detector.index)
+    graph = getattr(d, "graph", None)
+    graph_stats = (
+        graph.stats()
+        if graph is not None
+        else {"total_nodes": resources, "total_edges": 0, "node_types": {"resource": resources}}
+    )
+    ingest = counts["ingest"]
     return ok(
         {
-            "graph": graph_stats
-            or {"total_nodes": resources, "total_edges": 0, "node_types": {"resource": resources}},
+            "graph": graph_stats,
             "drifts": {
                 "total": total,
                 "severity_counts": by_sev,
                 "by_kind": counts["drifts_by_kind"],
                 "by_status": counts["drifts_by_status"],
+                "by_type": counts["drifts_by_type"],
             },
             "events": {
-                "total": sum(counts["events_by_kind"].values()),
+                "total": counts["events_total"],
                 "last_24h": last_24h,
                 "by_type": counts["events_by_kind"],
             },
             "severity_breakdown": breakdown,
             "top_resource_types": counts["top_resource_types"],
             "ingest": {
-                "records": d.pipeline.records,
-                "rejected": dict(d.pipeline.rejected),
-                "not_drift": dict(d.pipeline.skipped),
+                "records": ingest.get("records", 0),
+                "rejected": {
+                    k[len("rejected.") :]: v for k, v in ingest.items() if k.startswith("rejected.")
+                },
+                "not_drift": {
+                    k[len("not_drift.") :]: v
+                    for k, v in ingest.items()
+                    if k.startswith("not_drift.")
+                },
             },
             "subscribers": len(d.hub.subscribers),
         }
