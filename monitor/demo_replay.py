@@ -28,12 +28,36 @@ def demo_records() -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in STREAM.read_bytes().splitlines() if line.strip()]
 
 
-def freshen(record: dict[str, Any], cycle: str, now: str) -> dict[str, Any]:
-    """The record as if it happened now, with an id unique to this cycle."""
+SIZES = ("t3.2xlarge", "m5.4xlarge", "c5.9xlarge", "r5.8xlarge", "p3.2xlarge")
+
+
+def freshen(record: dict[str, Any], cycle: str, now: str, n: int = 0) -> dict[str, Any]:
+    """The record as if it happened now, with an id unique to this cycle. Two changes vary
+    with the cycle number `n` so that new drifts keep coming (identical repeats of an open
+    drift only add occurrences)."""
     out = dict(record)
     if "eventName" in out:
         out["eventID"] = f"{record.get('eventID', 'demo')}-{cycle}"
         out["eventTime"] = now[:19] + "Z"
+        if out["eventName"] == "ModifyInstanceAttribute" and "HashiCorp" not in str(
+            out.get("userAgent")
+        ):
+            out["requestParameters"] = {
+                **out["requestParameters"],
+                "instanceType": {"value": SIZES[n % len(SIZES)]},
+            }
+        elif out["eventName"] == "AuthorizeSecurityGroupIngress":
+            port = (22, 3389, 5432, 6379, 9200)[n % 5]
+            perm = {
+                "ipProtocol": "tcp",
+                "fromPort": port,
+                "toPort": port,
+                "ipRanges": {"items": [{"cidrIp": "0.0.0.0/0"}]},
+            }
+            out["requestParameters"] = {
+                **out["requestParameters"],
+                "ipPermissions": {"items": [perm]},
+            }
     else:
         out["time"] = now
         fields = dict(out.get("output_fields") or {})
@@ -46,10 +70,11 @@ def freshen(record: dict[str, Any], cycle: str, now: str) -> dict[str, Any]:
 async def replay_forever(daemon: Daemon, interval: float) -> None:
     records = demo_records()
     source_for = daemon.catalogue.source_for
+    n = 0
     while True:
         cycle = uuid.uuid4().hex[:8]
         for record in records:
-            items = list(decode_document(freshen(record, cycle, utc_now()), source_for))
+            items = list(decode_document(freshen(record, cycle, utc_now(), n), source_for))
             result = await daemon.pipeline.ingest(items)
             if result.drifts:
                 log.info(
@@ -58,3 +83,4 @@ async def replay_forever(daemon: Daemon, interval: float) -> None:
                     result.drifts,
                 )
             await asyncio.sleep(interval)
+        n += 1
