@@ -44,6 +44,7 @@ class Config:
     max_drifts: int = 5_000_000
     max_messages: int = 1_000_000
     prune_interval_seconds: float = 60.0
+    stats_interval_seconds: float = 10.0
     demo: bool = False
     demo_interval_seconds: float = 1.0
     log_level: str = "info"

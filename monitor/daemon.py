@@ -93,6 +93,7 @@ class Daemon:
         await self.pipeline.start()
         self._tasks.append(asyncio.create_task(self._watch_state(), name="state-watch"))
         self._tasks.append(asyncio.create_task(self._prune_forever(), name="pruner"))
+        self._tasks.append(asyncio.create_task(self._stats_forever(), name="stats"))
         if self.config.demo:
             from monitor.demo_replay import replay_forever
 
@@ -183,6 +184,29 @@ class Daemon:
             except Exception:  # the pruner must outlive any one failure
                 log.exception("pruner")
             await asyncio.sleep(self.config.prune_interval_seconds)
+
+    async def publish_stats(self, last: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Publish a `stats` message when the totals moved since `last`."""
+        summary = await asyncio.to_thread(self.store.summary)
+        payload = {
+            **summary,
+            "resources": len(self.detector.index),
+            "subscribers": len(self.hub.subscribers),
+        }
+        if payload != last:
+            await self.pipeline.publish("stats", "stats", payload)
+        return payload
+
+    async def _stats_forever(self) -> None:
+        last: dict[str, Any] | None = None
+        while True:
+            await asyncio.sleep(self.config.stats_interval_seconds)
+            if not any("stats" in s.topics for s in self.hub.subscribers.values()):
+                continue
+            try:
+                last = await self.publish_stats(last)
+            except Exception:  # a failed round must not end the publisher
+                log.exception("stats publisher")
 
     async def _watch_state(self) -> None:
         while True:

@@ -402,3 +402,15 @@ async def test_state_reload_publishes_state_change_and_keeps_last_good(
         assert "not valid JSON" in health["components"]["state"]["error"]
         meta = (await srv.client.get("/api/v1/state")).json()["data"]
         assert meta["resource_count"] == 10
+
+
+async def test_stats_topic_gets_periodic_totals(tmp_path: Path, state_path: Path) -> None:
+    config = _config(tmp_path, state_path, stats_interval_seconds=0.05)
+    async with running(config) as srv, connect(srv.ws + "?topics=stats") as ws:
+        await _ws_recv(ws, "welcome")
+        first = await _ws_recv(ws, "stats")
+        assert first["topic"] == "stats" and first["payload"]["total"] == 0
+        await srv.client.post("/api/v1/ingest/cloudtrail", content=orjson.dumps(_attack()))
+        while (msg := await _ws_recv(ws, "stats"))["payload"]["total"] != 1:
+            pass
+        assert msg["payload"]["by_severity"]["critical"] == 1
