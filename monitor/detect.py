@@ -72,6 +72,8 @@ MUTATING_PREFIXES = (
     "Terminate",
 )
 SERVICE_ROLE_PATH = "/aws-service-role/"
+# Service-linked roles are always named so; Falco's ct.* fields lose the role's path.
+SERVICE_ROLE_NAME = "/AWSServiceRoleFor"
 
 # Why an event produced no drift (counted in summaries and /stats).
 SKIP_FAILED = "failed call"
@@ -127,7 +129,10 @@ class Detector:
         if ua and "Terraform/" in ua:
             return SKIP_TERRAFORM
         actor = event.actor
-        if actor.type == "AWSService" or (actor.role and SERVICE_ROLE_PATH in actor.role):
+        role = actor.role
+        if actor.type == "AWSService" or (
+            role and (SERVICE_ROLE_PATH in role or SERVICE_ROLE_NAME in role)
+        ):
             return SKIP_SERVICE
         if self.apply_principals and (
             actor.arn in self.apply_principals

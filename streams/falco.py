@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from monitor.model import ChangeEvent, FalcoAlert
 from streams.cloudtrail import content_id, decode_record
 from streams.errors import DecodeError
@@ -26,6 +28,30 @@ PRIORITY_SEVERITY = {
     "debug": "low",
 }
 CLOUDTRAIL_SOURCE = "aws_cloudtrail"
+# The cloudtrail plugin's fields this decoder reads (rules/falco/ must output all of them).
+CT_FIELDS = frozenset(
+    {
+        "ct.id",
+        "ct.time",
+        "ct.src",
+        "ct.name",
+        "ct.region",
+        "ct.user",
+        "ct.user.arn",
+        "ct.user.accountid",
+        "ct.user.identitytype",
+        "ct.user.principalid",
+        "ct.recipientaccountid",
+        "ct.srcip",
+        "ct.useragent",
+        "ct.readonly",
+        "ct.error",
+        "ct.request",
+        "ct.response",
+        "ct.resources",
+        "ct.additionaleventdata",
+    }
+)
 _NA = (None, "", "<NA>")
 
 
@@ -103,7 +129,8 @@ def _cloudtrail_change(
         "eventSource": source,
         "eventTime": fields["ct.time"] if fields.get("ct.time") not in _NA else when,
         "awsRegion": _field(fields, "ct.region"),
-        "recipientAccountId": _field(fields, "ct.user.accountid"),
+        "recipientAccountId": _field(fields, "ct.recipientaccountid")
+        or _field(fields, "ct.user.accountid"),
         "userIdentity": identity,
         "sourceIPAddress": _field(fields, "ct.srcip"),
         "userAgent": _field(fields, "ct.useragent"),
@@ -116,6 +143,14 @@ def _cloudtrail_change(
     for key in ("requestParameters", "responseElements", "additionalEventData"):
         if record[key] in _NA:
             record[key] = None
+    resources = fields.get("ct.resources")
+    if isinstance(resources, str) and resources not in _NA:
+        try:
+            record["resources"] = orjson.loads(resources)
+        except orjson.JSONDecodeError:
+            raise DecodeError("bad cloudtrail alert", "ct.resources is not JSON") from None
+    elif isinstance(resources, list):
+        record["resources"] = resources
     return decode_record(record)
 
 
