@@ -39,6 +39,7 @@ class Message:
     timestamp: str
     payload: dict[str, Any]
     _ws: bytes | None = field(default=None, repr=False)
+    _ws_text: str | None = field(default=None, repr=False)
     _sse: bytes | None = field(default=None, repr=False)
 
     def ws_bytes(self) -> bytes:
@@ -54,6 +55,12 @@ class Message:
                 }
             )
         return self._ws
+
+    def ws_text(self) -> str:
+        """The frame body as text (WebSocket text frames), decoded once for all clients."""
+        if self._ws_text is None:
+            self._ws_text = self.ws_bytes().decode()
+        return self._ws_text
 
     def sse_bytes(self) -> bytes:
         """One SSE event: `id:`, `event:` (the message type) and the payload as `data:`."""

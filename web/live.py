@@ -200,7 +200,7 @@ class WsSession:
             for m in batch:
                 if m.seq > self.last:
                     self.last = m.seq
-                    await self.send(m.ws_bytes().decode())
+                    await self.send(m.ws_text())
 
     async def reader(self) -> None:
         limit = self.d.config.max_ws_message_bytes
@@ -274,7 +274,7 @@ class WsSession:
         self.sub.topics = self.sub.topics | names
         async for page in replay(self.d, since, names, upto):
             for m in page:
-                await self.send(m.ws_bytes().decode())
+                await self.send(m.ws_text())
         self.last = max(self.last, upto)
 
     async def query(self, topic: Any, payload: dict[str, Any]) -> dict[str, Any]:
