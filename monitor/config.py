@@ -45,6 +45,13 @@ class Config:
     max_messages: int = 1_000_000
     prune_interval_seconds: float = 60.0
     stats_interval_seconds: float = 10.0
+    falco_grpc_target: str | None = None  # unix:///run/falco/falco.sock or host:port (mTLS)
+    falco_grpc_mode: str = "sub"
+    falco_grpc_ca: str | None = None
+    falco_grpc_cert: str | None = None
+    falco_grpc_key: str | None = None
+    falco_grpc_insecure: bool = False
+    falco_grpc_server_name: str | None = None
     demo: bool = False
     demo_interval_seconds: float = 1.0
     log_level: str = "info"
@@ -83,6 +90,12 @@ class Config:
                 raise ConfigError(f"state: {p}: no such file or directory")
         if self.severity_rules and not Path(self.severity_rules).is_file():
             raise ConfigError(f"severity_rules: {self.severity_rules}: no such file")
+        if self.falco_grpc_mode not in ("sub", "get"):
+            raise ConfigError(f"falco_grpc_mode: {self.falco_grpc_mode!r} must be sub or get")
+        for name in ("falco_grpc_ca", "falco_grpc_cert", "falco_grpc_key"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"{name}: {path}: no such file")
         if self.log_level not in ("critical", "error", "warning", "info", "debug"):
             raise ConfigError(f"log_level: {self.log_level!r} is not a log level")
         return self

@@ -16,6 +16,7 @@ from monitor.detect import Detector
 from monitor.engine import build_index, load_rules
 from monitor.hub import Hub
 from monitor.pipeline import Pipeline
+from monitor.sources import build_sources
 from monitor.store import Retention, SqliteStore, Store
 from monitor.tfstate import StateError, TfState, load_states, state_files
 
@@ -74,6 +75,7 @@ class Daemon:
             config.resume_buffer, config.subscriber_queue, clock, start_seq=self.store.last_seq()
         )
         self.pipeline = Pipeline(self.detector, self.store, self.hub, clock)
+        self.sources = build_sources(config, self.pipeline.ingest, self.catalogue)
         self.started_at: str | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -91,6 +93,8 @@ class Daemon:
     async def start(self) -> None:
         self.started_at = self.clock()
         await self.pipeline.start()
+        for source in self.sources.values():
+            await source.start()
         self._tasks.append(asyncio.create_task(self._watch_state(), name="state-watch"))
         self._tasks.append(asyncio.create_task(self._prune_forever(), name="pruner"))
         self._tasks.append(asyncio.create_task(self._stats_forever(), name="stats"))
@@ -110,6 +114,9 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        for source in self.sources.values():
+            with contextlib.suppress(Exception):
+                await source.stop()
         self.hub.close_all()
         await self.pipeline.stop()
         self.store.close()

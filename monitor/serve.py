@@ -48,6 +48,16 @@ def add_serve_parser(sub: Any) -> None:
         help="allowed browser origin (repeatable)",
     )
     srv.add_argument(
+        "--falco-grpc",
+        metavar="TARGET",
+        dest="falco_grpc_target",
+        help="Falco gRPC outputs: unix:///run/falco/falco.sock or host:port (mTLS)",
+    )
+    srv.add_argument("--falco-grpc-mode", choices=["sub", "get"])
+    srv.add_argument("--falco-grpc-ca", metavar="PEM")
+    srv.add_argument("--falco-grpc-cert", metavar="PEM")
+    srv.add_argument("--falco-grpc-key", metavar="PEM")
+    srv.add_argument(
         "--demo",
         action="store_true",
         default=None,
@@ -73,6 +83,11 @@ def _serve(args: argparse.Namespace) -> int:
         "apply_principals": args.apply_principal,
         "cors_origins": args.cors_origin,
         "demo": args.demo,
+        "falco_grpc_target": args.falco_grpc_target,
+        "falco_grpc_mode": args.falco_grpc_mode,
+        "falco_grpc_ca": args.falco_grpc_ca,
+        "falco_grpc_cert": args.falco_grpc_cert,
+        "falco_grpc_key": args.falco_grpc_key,
         "log_level": args.log_level,
     }
     try:

@@ -71,6 +71,7 @@ async def health(request: Request) -> Response:
                     "rejected": sum(d.pipeline.rejected.values()),
                 },
                 "demo": {"status": "ok" if d.config.demo else "off"},
+                **{name: src.status() for name, src in d.sources.items()},
             },
         },
     }
