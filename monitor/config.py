@@ -52,6 +52,12 @@ class Config:
     falco_grpc_key: str | None = None
     falco_grpc_insecure: bool = False
     falco_grpc_server_name: str | None = None
+    trail_dir: str | None = None  # a folder of CloudTrail log files (AWSLogs/...)
+    trail_s3_bucket: str | None = None
+    trail_s3_prefix: str = ""
+    trail_s3_endpoint_url: str | None = None
+    trail_poll_seconds: float | None = None  # default: 2 s for a folder, 30 s for S3
+    trail_since: str | None = None  # YYYY-MM-DD: skip older days the cursor has never seen
     demo: bool = False
     demo_interval_seconds: float = 1.0
     log_level: str = "info"
@@ -90,6 +96,10 @@ class Config:
                 raise ConfigError(f"state: {p}: no such file or directory")
         if self.severity_rules and not Path(self.severity_rules).is_file():
             raise ConfigError(f"severity_rules: {self.severity_rules}: no such file")
+        if self.trail_dir and not Path(self.trail_dir).is_dir():
+            raise ConfigError(f"trail_dir: {self.trail_dir}: no such directory")
+        if self.trail_poll_seconds is not None and self.trail_poll_seconds <= 0:
+            raise ConfigError("trail_poll_seconds: must be a positive number of seconds")
         if self.falco_grpc_mode not in ("sub", "get"):
             raise ConfigError(f"falco_grpc_mode: {self.falco_grpc_mode!r} must be sub or get")
         for name in ("falco_grpc_ca", "falco_grpc_cert", "falco_grpc_key"):
@@ -102,6 +112,10 @@ class Config:
 
 
 def _coerce(name: str, value: Any, kind: str) -> Any:
+    if kind.endswith(" | None"):
+        if value is None or value == "":
+            return None
+        kind = kind[: -len(" | None")]
     try:
         if kind == "int":
             return int(value)
@@ -115,8 +129,6 @@ def _coerce(name: str, value: Any, kind: str) -> Any:
             if isinstance(value, str):
                 return [v.strip() for v in value.split(",") if v.strip()]
             return [str(v) for v in value]
-        if kind == "str | None":
-            return None if value is None else str(value)
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name}: {value!r} is not a valid {kind}") from None

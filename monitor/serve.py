@@ -58,6 +58,11 @@ def add_serve_parser(sub: Any) -> None:
     srv.add_argument("--falco-grpc-cert", metavar="PEM")
     srv.add_argument("--falco-grpc-key", metavar="PEM")
     srv.add_argument(
+        "--trail-dir", metavar="DIR", help="watch a folder of CloudTrail log files (AWSLogs/...)"
+    )
+    srv.add_argument("--trail-s3-bucket", metavar="BUCKET", help="poll CloudTrail logs in S3")
+    srv.add_argument("--trail-s3-prefix", metavar="PREFIX")
+    srv.add_argument(
         "--demo",
         action="store_true",
         default=None,
@@ -83,6 +88,9 @@ def _serve(args: argparse.Namespace) -> int:
         "apply_principals": args.apply_principal,
         "cors_origins": args.cors_origin,
         "demo": args.demo,
+        "trail_dir": args.trail_dir,
+        "trail_s3_bucket": args.trail_s3_bucket,
+        "trail_s3_prefix": args.trail_s3_prefix,
         "falco_grpc_target": args.falco_grpc_target,
         "falco_grpc_mode": args.falco_grpc_mode,
         "falco_grpc_ca": args.falco_grpc_ca,

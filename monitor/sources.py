@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from monitor.config import Config, ConfigError
@@ -43,4 +44,30 @@ def build_sources(config: Config, on_items: OnItems, catalogue: Catalogue) -> di
             )
         except ValueError as exc:
             raise ConfigError(f"falco_grpc_target: {exc}") from None
+    cursors = Path(config.data_dir) / "cursors"
+    trail_options: dict[str, Any] = {}
+    if config.trail_poll_seconds is not None:
+        trail_options["poll_interval"] = config.trail_poll_seconds
+    if config.trail_since:
+        trail_options["since"] = config.trail_since
+    try:
+        if config.trail_dir:
+            from streams.trail_dir import TrailDirSource
+
+            sources["trail_dir"] = TrailDirSource(
+                Path(config.trail_dir), on_items, cursors / "trail-dir.json", **trail_options
+            )
+        if config.trail_s3_bucket:
+            from streams.trail_s3 import TrailS3Source
+
+            sources["trail_s3"] = TrailS3Source(
+                config.trail_s3_bucket,
+                config.trail_s3_prefix,
+                on_items,
+                cursors / "trail-s3.json",
+                endpoint_url=config.trail_s3_endpoint_url,
+                **trail_options,
+            )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return sources
