@@ -58,6 +58,7 @@ class Config:
     trail_s3_endpoint_url: str | None = None
     trail_poll_seconds: float | None = None  # default: 2 s for a folder, 30 s for S3
     trail_since: str | None = None  # YYYY-MM-DD: skip older days the cursor has never seen
+    k8s_cluster: str | None = None  # the cluster name audit events are attributed to
     demo: bool = False
     demo_interval_seconds: float = 1.0
     log_level: str = "info"

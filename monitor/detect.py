@@ -71,6 +71,8 @@ MUTATING_PREFIXES = (
     "Delete",
     "Terminate",
 )
+# Platform identities acting on their own behalf (the k8s and GCP decoders use the last two).
+SERVICE_ACTORS = frozenset({"AWSService", "KubernetesSystem", "ServiceAgent"})
 SERVICE_ROLE_PATH = "/aws-service-role/"
 # Service-linked roles are always named so; Falco's ct.* fields lose the role's path.
 SERVICE_ROLE_NAME = "/AWSServiceRoleFor"
@@ -79,7 +81,7 @@ SERVICE_ROLE_NAME = "/AWSServiceRoleFor"
 SKIP_FAILED = "failed call"
 SKIP_READ_ONLY = "read-only call"
 SKIP_TERRAFORM = "made by Terraform"
-SKIP_SERVICE = "AWS service-internal call"
+SKIP_SERVICE = "service-internal call"
 SKIP_UNMAPPED = "not in the catalogue"
 SKIP_NO_ID = "no resource identifier in the record"
 SKIP_NOT_IN_STATE = "resource not in state"
@@ -130,7 +132,7 @@ class Detector:
             return SKIP_TERRAFORM
         actor = event.actor
         role = actor.role
-        if actor.type == "AWSService" or (
+        if actor.type in SERVICE_ACTORS or (
             role and (SERVICE_ROLE_PATH in role or SERVICE_ROLE_NAME in role)
         ):
             return SKIP_SERVICE

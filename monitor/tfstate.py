@@ -19,6 +19,8 @@ _SECRET = re.compile(
     r"|ses_smtp_password(_v4)?|connection_string|sas|access_key_secret)($|_)"
 )
 _NOT_SECRET_SUFFIX = ("_arn", "_id", "_ids", "_name", "_names", "_arns", "_enabled", "_type")
+# Settings named after a secret without holding one (automount_service_account_token).
+_NOT_SECRET_PREFIX = ("automount_", "enable_", "disable_", "allow_", "require_", "use_")
 _TF_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
 PROVIDER_NAMES = {
     "aws": "aws",
@@ -36,7 +38,11 @@ class StateError(ValueError):
 def is_secret_name(name: str) -> bool:
     """A well-known secret attribute name (password, secret, private_key, token, ...)."""
     low = name.lower()
-    return bool(_SECRET.search(low)) and not low.endswith(_NOT_SECRET_SUFFIX)
+    return (
+        bool(_SECRET.search(low))
+        and not low.endswith(_NOT_SECRET_SUFFIX)
+        and not low.startswith(_NOT_SECRET_PREFIX)
+    )
 
 
 def redact(value: Any, sensitive: frozenset[str] = frozenset()) -> Any:

@@ -8,12 +8,18 @@ import pytest
 
 from monitor.detect import READ_PREFIXES
 from rules import CatalogueError, load_catalogue
-from rules.catalogue import CATALOGUE_DIR, Catalogue, load_file
+from rules.catalogue import CATALOGUE_DIR, PROVIDER_PREFIX, Catalogue, load_file
 from rules.paths import extract
 from streams.cloudtrail import decode_record
 from tests.support.realdata import cloudtrail_records
 
 VERIFIED_TYPES = CATALOGUE_DIR / "aws_resource_types.txt"
+# provider of the catalogue -> its verified list (same format as the AWS one)
+OTHER_VERIFIED_TYPES = {
+    "gcp": CATALOGUE_DIR / "google_resource_types.txt",
+    "azure": CATALOGUE_DIR / "azurerm_resource_types.txt",
+    "kubernetes": CATALOGUE_DIR / "kubernetes_resource_types.txt",
+}
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +27,10 @@ def catalogue() -> Catalogue:
     return load_catalogue()
 
 
-def _verified() -> set[str]:
+def _verified(path: Path = VERIFIED_TYPES) -> set[str]:
     return {
         line.strip()
-        for line in VERIFIED_TYPES.read_text().splitlines()
+        for line in path.read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
 
@@ -39,6 +45,27 @@ def test_coverage(catalogue: Catalogue) -> None:
 
 def test_every_resource_type_is_a_verified_provider_type(catalogue: Catalogue) -> None:
     verified = _verified()
+    aws = {t for r in catalogue.rules.values() if r.provider == "aws" for t in r.resource_types}
+    assert len(aws) >= 300
+    assert not aws - verified
+    assert not {t for t in catalogue.identifiers if t.startswith("aws_")} - verified
+
+
+@pytest.mark.parametrize(("provider", "path"), sorted(OTHER_VERIFIED_TYPES.items()))
+def test_other_providers_types_are_verified(
+    catalogue: Catalogue, provider: str, path: Path
+) -> None:
+    verified = _verified(path)
+    prefix = PROVIDER_PREFIX[provider]
+    assert verified and all(t.startswith(prefix) for t in verified)
+    used = {t for r in catalogue.rules.values() if r.provider == provider for t in r.resource_types}
+    assert used, provider
+    assert not used - verified
+    assert not {t for t in catalogue.identifiers if t.startswith(prefix)} - verified
+
+
+def test_every_catalogue_type_is_in_a_verified_list(catalogue: Catalogue) -> None:
+    verified = set().union(_verified(), *(_verified(p) for p in OTHER_VERIFIED_TYPES.values()))
     assert not catalogue.resource_types() - verified
     assert not set(catalogue.identifiers) - verified
 

@@ -13,7 +13,7 @@ from monitor.config import Config, ConfigError
 from monitor.daemon import Daemon
 from rules import load_catalogue
 from tests.support.live import SSEReader, running
-from tests.support.realdata import CLOUDTRAIL, cloudtrail_records, falco_alerts
+from tests.support.realdata import CLOUDTRAIL, K8S, cloudtrail_records, falco_alerts
 from tests.support.replay_state import replay_state
 from tests.test_falco_grpc import FakeFalco, Servers, to_response
 
@@ -98,3 +98,32 @@ async def test_trail_dir_feeds_detection_and_restart_rereads_nothing(tmp_path: P
         assert source.status()["files_done"] == 0
         again = (await srv.client.get("/api/v1/events?limit=1")).json()["data"]["total"]
         assert again == events
+
+
+async def test_audit_ingest_endpoints(tmp_path: Path) -> None:
+    config = Config(
+        state=[str(ROOT / "monitor/demo/demo.tfstate")],
+        data_dir=str(tmp_path),
+        state_poll_seconds=60,
+        k8s_cluster="minikube",
+    )
+    async with running(config) as srv:
+        body = (K8S / "falco_trace_files" / "create_clusterrole.json").read_bytes()
+        r = await srv.client.post("/api/v1/ingest/k8s-audit", content=body)
+        data = r.json()["data"]
+        assert r.status_code == 202 and data["accepted"] >= 1 and data["drifts"] >= 1
+        drifts = (await srv.client.get("/api/v1/drifts?provider=kubernetes")).json()["data"]
+        assert drifts["total"] == data["drifts"]
+        drift = drifts["drifts"][0]
+        assert drift["kind"] == "unmanaged" and drift["account_id"] == "minikube"
+        assert drift["resource_type"].startswith("kubernetes_")
+        for path, folder in (
+            ("/api/v1/ingest/gcp-audit", "gcp"),
+            ("/api/v1/ingest/azure-activity", "azure"),
+        ):
+            fixtures = sorted((ROOT / "tests" / "data").glob(f"{folder}*"))
+            assert fixtures, folder
+            r = await srv.client.post(path, content=fixtures[0].read_bytes())
+            assert r.status_code == 202 and r.json()["data"]["accepted"] >= 1, path
+            bad = await srv.client.post(path, content=b'{"unrelated": true}')
+            assert bad.status_code == 202 and bad.json()["data"]["rejected"] == 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -37,7 +40,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _ingest(request: Request, what: str) -> Response:
+Decoder = Callable[[Any], Iterable[Decoded]]
+
+
+async def _ingest(request: Request, what: str, decode: Decoder | None = None) -> Response:
     d = daemon_of(request)
     body = await read_body(request, d.config.max_body_bytes)
     if not body.strip():
@@ -45,13 +51,18 @@ async def _ingest(request: Request, what: str) -> Response:
     docs = list(parse_documents(body, "body"))
     if len(docs) == 1 and docs[0].error is not None:
         raise ApiError("VALIDATION_ERROR", f"body is not JSON or NDJSON: {docs[0].error.detail}")
-    source_for = d.catalogue.source_for
+    if decode is None:
+        source_for = d.catalogue.source_for
+
+        def decode(doc: Any) -> Iterable[Decoded]:
+            return decode_document(doc, source_for)
+
     items: list[Decoded] = []
     for raw in docs:
         if raw.error is not None:
             items.append(raw.error)
         else:
-            items.extend(decode_document(raw.doc, source_for))
+            items.extend(decode(raw.doc))
     if not items:
         raise ApiError("VALIDATION_ERROR", "body holds no records")
     first_errors = [
@@ -71,3 +82,27 @@ async def falco_events(request: Request) -> Response:
 
 async def cloudtrail(request: Request) -> Response:
     return await _ingest(request, "CloudTrail record or log file")
+
+
+async def k8s_audit(request: Request) -> Response:
+    """The API server's webhook audit backend: an audit.k8s.io Event or EventList."""
+    from streams.k8s_audit import decode_k8s_audit
+
+    cluster = daemon_of(request).config.k8s_cluster
+    return await _ingest(
+        request, "audit.k8s.io Event or EventList", lambda doc: decode_k8s_audit(doc, cluster)
+    )
+
+
+async def gcp_audit(request: Request) -> Response:
+    """Cloud Audit Logs: LogEntry, lists, {entries}, Pub/Sub push and pull bodies."""
+    from streams.gcp_audit import decode_gcp_audit
+
+    return await _ingest(request, "Cloud Audit Logs LogEntry", decode_gcp_audit)
+
+
+async def azure_activity(request: Request) -> Response:
+    """Azure Activity Log: {records: [...]} exports and EventData / REST shapes."""
+    from streams.azure_activity import decode_azure_activity
+
+    return await _ingest(request, "Azure Activity Log record", decode_azure_activity)

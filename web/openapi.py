@@ -199,6 +199,16 @@ SPEC: dict[str, Any] = {
         "/api/v1/ingest/cloudtrail": _ingest(
             "CloudTrail record, {Records: [...]} log file, array, NDJSON or EventBridge envelope"
         ),
+        "/api/v1/ingest/k8s-audit": _ingest(
+            "Kubernetes API server webhook audit backend: an audit.k8s.io Event or EventList "
+            "(only ResponseComplete stages count)"
+        ),
+        "/api/v1/ingest/gcp-audit": _ingest(
+            "GCP Cloud Audit Logs: a LogEntry, a list, {entries}, Pub/Sub push or pull bodies"
+        ),
+        "/api/v1/ingest/azure-activity": _ingest(
+            "Azure Activity Log: {records: [...]} diagnostic exports, EventData / REST shapes"
+        ),
         "/api/v1/stream": {
             "get": {
                 "summary": "Server-Sent Events: connected, drift, falco, state_change, lagged; "
