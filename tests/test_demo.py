@@ -14,10 +14,13 @@ pytestmark = pytest.mark.timeout(60)
 
 
 async def test_demo_stream_produces_drifts_cycle_after_cycle(tmp_path: Path) -> None:
-    config = Config(demo=True, demo_interval_seconds=0.01, data_dir=str(tmp_path),
-                    state_poll_seconds=60)
-    async with running(config) as srv, \
-            srv.client.stream("GET", "/api/v1/stream?topics=drifts,events") as sse:
+    config = Config(
+        demo=True, demo_interval_seconds=0.01, data_dir=str(tmp_path), state_poll_seconds=60
+    )
+    async with (
+        running(config) as srv,
+        srv.client.stream("GET", "/api/v1/stream?topics=drifts,events") as sse,
+    ):
         reader = SSEReader(sse)
         await reader.until("connected")
         fields: list[tuple[str, str | None]] = []
@@ -25,8 +28,9 @@ async def test_demo_stream_produces_drifts_cycle_after_cycle(tmp_path: Path) -> 
         while resized < 2:  # two cycles: the resize must be a new drift both times
             _, event, payload = await asyncio.wait_for(reader.next(), 20)
             if event == "drift":
-                fields.append((payload["resource_address"] or payload["resource_type"],
-                               payload["field"]))
+                fields.append(
+                    (payload["resource_address"] or payload["resource_type"], payload["field"])
+                )
                 resized += payload["field"] == "instance_type"
         assert ("aws_cloudtrail.main", "enable_logging") in fields
         assert ("aws_iam_role.app", "assume_role_policy") in fields
