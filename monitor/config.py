@@ -58,6 +58,19 @@ class Config:
     trail_s3_endpoint_url: str | None = None
     trail_poll_seconds: float | None = None  # default: 2 s for a folder, 30 s for S3
     trail_since: str | None = None  # YYYY-MM-DD: skip older days the cursor has never seen
+    kafka_bootstrap: str | None = None  # host:port[,host:port]
+    kafka_topics: list[str] = field(default_factory=list)  # FORMAT:TOPIC (bare TOPIC = auto)
+    kafka_group: str = "driftline"
+    kafka_dlq_topic: str | None = None
+    kafka_max_batch: int = 500
+    kafka_offset_reset: str = "earliest"
+    kafka_security_protocol: str | None = None  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None  # prefer DRIFTLINE_KAFKA_SASL_PASSWORD
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
     k8s_cluster: str | None = None  # the cluster name audit events are attributed to
     demo: bool = False
     demo_interval_seconds: float = 1.0
@@ -101,6 +114,14 @@ class Config:
             raise ConfigError(f"trail_dir: {self.trail_dir}: no such directory")
         if self.trail_poll_seconds is not None and self.trail_poll_seconds <= 0:
             raise ConfigError("trail_poll_seconds: must be a positive number of seconds")
+        if self.kafka_topics and not self.kafka_bootstrap:
+            raise ConfigError("kafka_topics: set kafka_bootstrap (--kafka-bootstrap HOST:PORT)")
+        if self.kafka_bootstrap and not self.kafka_topics:
+            raise ConfigError("kafka_bootstrap: declare topics with --kafka-topic FORMAT:TOPIC")
+        if self.kafka_offset_reset not in ("earliest", "latest"):
+            raise ConfigError("kafka_offset_reset: must be earliest or latest")
+        if self.kafka_max_batch <= 0:
+            raise ConfigError("kafka_max_batch: must be positive")
         if self.falco_grpc_mode not in ("sub", "get"):
             raise ConfigError(f"falco_grpc_mode: {self.falco_grpc_mode!r} must be sub or get")
         for name in ("falco_grpc_ca", "falco_grpc_cert", "falco_grpc_key"):

@@ -17,7 +17,7 @@ from monitor.engine import build_index, load_rules
 from monitor.hub import Hub
 from monitor.pipeline import Pipeline
 from monitor.sources import build_sources
-from monitor.store import Retention, SqliteStore, Store
+from monitor.store import DeadLetter, Retention, SqliteStore, Store
 from monitor.tfstate import StateError, TfState, load_states, state_files
 
 log = logging.getLogger("driftline")
@@ -75,7 +75,7 @@ class Daemon:
             config.resume_buffer, config.subscriber_queue, clock, start_seq=self.store.last_seq()
         )
         self.pipeline = Pipeline(self.detector, self.store, self.hub, clock)
-        self.sources = build_sources(config, self.pipeline.ingest, self.catalogue)
+        self.sources = build_sources(config, self.pipeline.ingest, self.catalogue, self.dead_letter)
         self.started_at: str | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -155,6 +155,19 @@ class Daemon:
         )
         log.info("state reloaded: %d resources", len(index))
         return True
+
+    async def dead_letter(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+    ) -> None:
+        """Keep a record a source could not decode (Kafka's poison records)."""
+        letter = DeadLetter("kafka", topic, partition, offset, key, value, reason, self.clock())
+        await asyncio.to_thread(self.store.dead_letter, letter)
 
     def retention(self) -> Retention:
         now = datetime.now(UTC)

@@ -57,6 +57,16 @@ def add_serve_parser(sub: Any) -> None:
     srv.add_argument("--falco-grpc-ca", metavar="PEM")
     srv.add_argument("--falco-grpc-cert", metavar="PEM")
     srv.add_argument("--falco-grpc-key", metavar="PEM")
+    srv.add_argument("--kafka-bootstrap", metavar="HOST:PORT", help="consume Kafka topics")
+    srv.add_argument(
+        "--kafka-topic",
+        action="append",
+        metavar="FORMAT:TOPIC",
+        help="a topic and its format: cloudtrail, falco, k8s_audit, gcp_audit, "
+        "azure_activity or auto (repeatable)",
+    )
+    srv.add_argument("--kafka-group", metavar="GROUP", help="consumer group (default driftline)")
+    srv.add_argument("--kafka-dlq-topic", metavar="TOPIC", help="also send poison records here")
     srv.add_argument(
         "--trail-dir", metavar="DIR", help="watch a folder of CloudTrail log files (AWSLogs/...)"
     )
@@ -88,6 +98,10 @@ def _serve(args: argparse.Namespace) -> int:
         "apply_principals": args.apply_principal,
         "cors_origins": args.cors_origin,
         "demo": args.demo,
+        "kafka_bootstrap": args.kafka_bootstrap,
+        "kafka_topics": args.kafka_topic,
+        "kafka_group": args.kafka_group,
+        "kafka_dlq_topic": args.kafka_dlq_topic,
         "trail_dir": args.trail_dir,
         "trail_s3_bucket": args.trail_s3_bucket,
         "trail_s3_prefix": args.trail_s3_prefix,

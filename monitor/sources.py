@@ -19,9 +19,48 @@ class Source(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
-def build_sources(config: Config, on_items: OnItems, catalogue: Catalogue) -> dict[str, Source]:
+def build_sources(
+    config: Config,
+    on_items: OnItems,
+    catalogue: Catalogue,
+    dead_letter: Callable[..., Awaitable[Any]] | None = None,
+) -> dict[str, Source]:
     """Every source the configuration turns on, keyed by its /health name."""
     sources: dict[str, Source] = {}
+    if config.kafka_bootstrap:
+        from streams.kafka import KafkaSource, parse_topics
+
+        client: dict[str, Any] = {}
+        for key, option in (
+            ("kafka_security_protocol", "security_protocol"),
+            ("kafka_sasl_mechanism", "sasl_mechanism"),
+            ("kafka_sasl_username", "sasl_plain_username"),
+            ("kafka_sasl_password", "sasl_plain_password"),
+        ):
+            if getattr(config, key):
+                client[option] = getattr(config, key)
+        if config.kafka_ssl_cafile:
+            import ssl
+
+            context = ssl.create_default_context(cafile=config.kafka_ssl_cafile)
+            if config.kafka_ssl_certfile:
+                context.load_cert_chain(config.kafka_ssl_certfile, config.kafka_ssl_keyfile)
+            client["ssl_context"] = context
+        try:
+            sources["kafka"] = KafkaSource(
+                config.kafka_bootstrap,
+                parse_topics(config.kafka_topics),
+                config.kafka_group,
+                on_items,
+                dead_letter=dead_letter,
+                dlq_topic=config.kafka_dlq_topic,
+                max_batch=config.kafka_max_batch,
+                auto_offset_reset=config.kafka_offset_reset,
+                source_for=catalogue.source_for,
+                client_options=client,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if config.falco_grpc_target:
         from streams.falco_grpc import FalcoGrpcSource
 

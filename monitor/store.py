@@ -21,7 +21,7 @@ from monitor.hub import Message
 from monitor.jsondiff import json_diff
 from monitor.model import ChangeEvent, Drift, FalcoAlert
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("detected", "investigating", "resolved")
 # Forward moves only: detected -> investigating -> resolved (or straight to resolved).
 TRANSITIONS = {
@@ -95,6 +95,14 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX history_drift ON history(drift_id);
     CREATE INDEX events_received ON events(received_at)
+    """,
+    3: """
+    CREATE TABLE dead_letters (
+        n INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL, topic TEXT NOT NULL,
+        partition INTEGER NOT NULL, "offset" INTEGER NOT NULL, key BLOB, value BLOB,
+        value_size INTEGER NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL,
+        UNIQUE (source, topic, partition, "offset")
+    )
     """,
 }
 
@@ -187,6 +195,23 @@ class WriteOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record a source could not decode, kept with its reason (never blocks its stream)."""
+
+    source: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    reason: str
+    at: str
+
+
+DEAD_LETTER_MAX_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
 class DriftFilter:
     severity: str | None = None
     resource_type: str | None = None
@@ -229,6 +254,8 @@ class Store(Protocol):
     ) -> list[tuple[int, str, str, str, bytes]]: ...
     def last_seq(self) -> int: ...
     def counters(self) -> dict[str, int]: ...
+    def dead_letter(self, letter: DeadLetter) -> bool: ...
+    def dead_letters(self, page: int, limit: int) -> tuple[list[dict[str, Any]], int]: ...
     def counts(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
@@ -518,6 +545,57 @@ class SqliteStore:
         row = db.execute("SELECT MAX(seq) FROM messages").fetchone()
         mark = db.execute("SELECT value FROM counters WHERE name = 'hub.seq'").fetchone()
         return max(int(row[0] or 0), int(mark[0]) if mark else 0)
+
+    def dead_letter(self, letter: DeadLetter) -> bool:
+        """Keep a poison record (its first MiB) with its reason; False if already kept."""
+        value = letter.value or b""
+        with self._write_lock:
+            cur = self._writer.execute(
+                'INSERT OR IGNORE INTO dead_letters (source, topic, partition, "offset", key,'
+                " value, value_size, reason, at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    letter.source,
+                    letter.topic,
+                    letter.partition,
+                    letter.offset,
+                    letter.key,
+                    value[:DEAD_LETTER_MAX_BYTES],
+                    len(value),
+                    letter.reason,
+                    letter.at,
+                ),
+            )
+            if cur.rowcount:
+                self._writer.execute(
+                    "INSERT INTO counters VALUES ('dead_letters.total', 1) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + 1"
+                )
+        return bool(cur.rowcount)
+
+    def dead_letters(self, page: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        db = self._reader()
+        total = db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+        rows = db.execute(
+            'SELECT source, topic, partition, "offset", key, value, value_size, reason, at '
+            "FROM dead_letters ORDER BY n DESC LIMIT ? OFFSET ?",
+            (limit, (page - 1) * limit),
+        ).fetchall()
+        out = []
+        for source, topic, partition, offset, key, value, size, reason, at in rows:
+            out.append(
+                {
+                    "source": source,
+                    "topic": topic,
+                    "partition": partition,
+                    "offset": offset,
+                    "key": key.decode("utf-8", "replace") if key is not None else None,
+                    "value_preview": (value or b"")[:4096].decode("utf-8", "replace"),
+                    "value_size": size,
+                    "reason": reason,
+                    "at": at,
+                }
+            )
+        return out, int(total)
 
     def counters(self) -> dict[str, int]:
         return {

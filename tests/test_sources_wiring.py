@@ -7,13 +7,22 @@ import json
 import shutil
 from pathlib import Path
 
+import orjson
 import pytest
 
 from monitor.config import Config, ConfigError
 from monitor.daemon import Daemon
 from rules import load_catalogue
+from tests.support.kafka_broker import (
+    create_topic,
+    kafka_broker,
+    produce,
+    unavailable_reason,
+    unique,
+)
 from tests.support.live import SSEReader, running
 from tests.support.realdata import CLOUDTRAIL, K8S, cloudtrail_records, falco_alerts
+from tests.support.records import resize
 from tests.support.replay_state import replay_state
 from tests.test_falco_grpc import FakeFalco, Servers, to_response
 
@@ -127,3 +136,42 @@ async def test_audit_ingest_endpoints(tmp_path: Path) -> None:
             assert r.status_code == 202 and r.json()["data"]["accepted"] >= 1, path
             bad = await srv.client.post(path, content=b'{"unrelated": true}')
             assert bad.status_code == 202 and bad.json()["data"]["rejected"] == 1
+
+
+async def test_kafka_topic_feeds_drifts_and_poison_goes_to_dead_letters(tmp_path: Path) -> None:
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    async with kafka_broker(tmp_path) as broker:
+        topic = unique("ct")
+        await create_topic(broker.bootstrap, topic, 2)
+        records = [orjson.dumps(resize(f"k-{n}", f"t3.k{n}")) for n in range(6)]
+        await produce(broker.bootstrap, topic, [*records[:3], b"{poison", *records[3:]])
+        config = Config(
+            state=[str(ROOT / "monitor/demo/demo.tfstate")],
+            data_dir=str(tmp_path / "data"),
+            kafka_bootstrap=broker.bootstrap,
+            kafka_topics=[f"cloudtrail:{topic}"],
+            kafka_group=unique("g"),
+            state_poll_seconds=60,
+        )
+        async with (
+            running(config) as srv,
+            srv.client.stream("GET", "/api/v1/stream?topics=drifts") as sse,
+        ):
+            reader = SSEReader(sse)
+            await reader.until("connected")
+            got = set()
+            while len(got) < 6:
+                _, _, drift = await asyncio.wait_for(reader.until("drift"), 30)
+                got.add(drift["event_id"])
+            assert got == {f"k-{n}" for n in range(6)}
+            letters = (await srv.client.get("/api/v1/dead-letters")).json()["data"]
+            assert letters["total"] == 1
+            assert letters["dead_letters"][0]["topic"] == topic
+            assert letters["dead_letters"][0]["value_preview"] == "{poison"
+            health = (await srv.client.get("/health")).json()["data"]
+            kafka = health["components"]["sources"]["kafka"]
+            assert kafka["dead_lettered"] == 1
+            stats = (await srv.client.get("/api/v1/stats")).json()["data"]
+            assert "kafka" in stats["sources"]

@@ -60,6 +60,7 @@ def routes() -> list[Route | WebSocketRoute]:
         Route("/api/v1/drifts/{id}", rest.patch_drift, methods=["PATCH"]),
         Route("/api/v1/drifts/{id}/resolve", rest.resolve_drift, methods=["POST"]),
         Route("/api/v1/stats", rest.stats),
+        Route("/api/v1/dead-letters", rest.dead_letters),
         Route("/api/v1/falco/events", ingest.falco_events, methods=["POST"]),
         Route("/api/v1/ingest/cloudtrail", ingest.cloudtrail, methods=["POST"]),
         Route("/api/v1/ingest/k8s-audit", ingest.k8s_audit, methods=["POST"]),

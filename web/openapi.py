@@ -193,6 +193,9 @@ SPEC: dict[str, Any] = {
             }
         },
         "/api/v1/stats": _get("Statistics", errors=()),
+        "/api/v1/dead-letters": _get(
+            "Records a source could not decode (Kafka poison records), newest first", PAGE
+        ),
         "/api/v1/falco/events": _ingest(
             "Falco http_output (one alert per request), NDJSON batches, falcosidekick webhook"
         ),

@@ -234,6 +234,13 @@ def _compat(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+async def dead_letters(request: Request) -> Response:
+    d = daemon_of(request)
+    page, limit = page_params(request)
+    items, total = await asyncio.to_thread(d.store.dead_letters, page, limit)
+    return ok(page_data("dead_letters", items, page, limit, total))
+
+
 async def stats(request: Request) -> Response:
     d = daemon_of(request)
     counts = await asyncio.to_thread(d.store.counts)
@@ -278,6 +285,7 @@ async def stats(request: Request) -> Response:
                     if k.startswith("not_drift.")
                 },
             },
+            "sources": {name: src.status() for name, src in d.sources.items()},
             "subscribers": len(d.hub.subscribers),
         }
     )

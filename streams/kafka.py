@@ -1,0 +1,647 @@
+"""Kafka topics to decoded items: one consumer group, at-least-once, poison records dead-lettered.
+
+Offsets are committed only after `on_items` (which stores what a record produced) has
+returned for every record at or below them; a record that cannot be decoded is handed to the
+dead-letter callback (and optional DLQ topic) and then counts as done, so it never blocks its
+partition. A broker that goes away, or a store that fails, is retried with backoff; a failed
+batch is sought back and read again, so nothing is lost and the idempotent store keeps the
+output exactly-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import logging
+import time
+import zlib
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.helpers import create_ssl_context
+
+from streams.decode import Decoded, decode_document
+from streams.errors import DecodeError
+from streams.files import RawDoc, parse_documents
+
+log = logging.getLogger("driftline.kafka")
+
+FORMATS = ("cloudtrail", "falco", "k8s_audit", "gcp_audit", "azure_activity", "auto")
+DEFAULT_GROUP = "driftline"
+# Formats whose decoders live in their own modules, imported on first use.
+_LAZY_DECODERS: dict[str, str] = {
+    "k8s_audit": "streams.k8s_audit",
+    "gcp_audit": "streams.gcp_audit",
+    "azure_activity": "streams.azure_activity",
+}
+_SSL_FILE_KEYS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password")
+_GZIP_MAGIC = b"\x1f\x8b"
+
+OnItems = Callable[[list[Decoded]], Awaitable[Any]]
+DeadLetter = Callable[[str, int, int, bytes | None, bytes | None, str], Any]
+DocDecoder = Callable[[Any], Iterable[Decoded]]
+
+
+def parse_topics(specs: Iterable[str]) -> dict[str, str]:
+    """`FORMAT:TOPIC` strings (a bare `TOPIC` means `auto`) to a topic -> format map."""
+    topics: dict[str, str] = {}
+    for spec in specs:
+        fmt, sep, topic = spec.partition(":")
+        if not sep:
+            fmt, topic = "auto", spec
+        fmt, topic = fmt.strip(), topic.strip()
+        if fmt not in FORMATS:
+            raise ValueError(f"kafka topic {spec!r}: unknown format {fmt!r} (one of {FORMATS})")
+        if not topic:
+            raise ValueError(f"kafka topic {spec!r}: no topic name")
+        if topics.get(topic, fmt) != fmt:
+            raise ValueError(f"kafka topic {topic!r} declared with two formats")
+        topics[topic] = fmt
+    return topics
+
+
+def client_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
+    """aiokafka client keyword arguments; ssl_cafile/certfile/keyfile become an ssl_context."""
+    opts = dict(options)
+    files = {k: opts.pop(k) for k in _SSL_FILE_KEYS if k in opts}
+    if files and "ssl_context" not in opts:
+        opts["ssl_context"] = create_ssl_context(
+            cafile=files.get("ssl_cafile"),
+            certfile=files.get("ssl_certfile"),
+            keyfile=files.get("ssl_keyfile"),
+            password=files.get("ssl_password"),
+        )
+    return opts
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    out = bytearray()
+    while data:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out += d.decompress(data, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise DecodeError("bad gzip", str(exc)) from None
+        if len(out) > limit:
+            raise DecodeError("record too large", f"more than {limit} bytes after gunzip")
+        if not d.eof:
+            raise DecodeError("bad gzip", "truncated stream")
+        data = d.unused_data  # concatenated gzip members
+    return bytes(out)
+
+
+def decoder_for(
+    fmt: str, source_for: Callable[[str], str | None] = lambda name: None
+) -> DocDecoder:
+    """The document decoder for a topic format, imported on first use.
+
+    A format whose decoder module is not installed gets a decoder that rejects every
+    document with a `decoder missing` DecodeError naming what is missing.
+    """
+    if fmt not in _LAZY_DECODERS:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown kafka topic format {fmt!r}")
+
+        def decode(doc: Any) -> Iterable[Decoded]:
+            return decode_document(doc, source_for)
+
+        return decode
+    module_name, name = _LAZY_DECODERS[fmt], f"decode_{fmt}"
+    try:
+        func = getattr(importlib.import_module(module_name), name, None)
+    except ImportError:
+        func = None
+    if callable(func):
+        return cast(DocDecoder, func)
+    missing = DecodeError("decoder missing", f"{module_name}.{name} is not available")
+
+    def reject(doc: Any) -> Iterable[Decoded]:
+        return (missing,)
+
+    return reject
+
+
+def decode_value(
+    value: bytes | None, decoder: DocDecoder, max_bytes: int = 64 * 1024 * 1024
+) -> Iterator[Decoded]:
+    """Every item in one record's value (JSON, NDJSON, gzip); unreadable input is a DecodeError."""
+    if not value:
+        yield DecodeError("empty record", "the record has no value")
+        return
+    data = value
+    if data[:2] == _GZIP_MAGIC:
+        try:
+            data = _gunzip(data, max_bytes)
+        except DecodeError as exc:
+            yield exc
+            return
+    try:
+        docs: Iterable[Any] = (orjson.loads(data),)  # the common case: one JSON document
+    except orjson.JSONDecodeError:
+        if not data.strip():
+            yield DecodeError("empty record", "the record has no value")
+            return
+        docs = parse_documents(data, "record")  # NDJSON, or a bad document reported
+    for doc in docs:
+        if isinstance(doc, RawDoc):
+            if doc.error is not None:
+                yield doc.error
+                continue
+            doc = doc.doc
+        try:
+            yield from decoder(doc)
+        except DecodeError as exc:
+            yield exc
+        except Exception as exc:  # a decoder bug must not stop the partition
+            yield DecodeError("decoder failed", f"{type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """The records of one poll, per partition, with what they decoded to."""
+
+    records: dict[TopicPartition, tuple[int, int, int]]  # first offset, last offset, count
+    items: list[Decoded]
+    poison: list[tuple[Any, DecodeError]]
+    count: int
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, source: KafkaSource) -> None:
+        self.source = source
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self.source._on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self.source._on_assigned(set(assigned))
+
+
+class KafkaSource:
+    """Consumes declared topics in one consumer group and hands decoded items to `on_items`."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Mapping[str, str],
+        group_id: str,
+        on_items: OnItems,
+        *,
+        dead_letter: DeadLetter | None = None,
+        dlq_topic: str | None = None,
+        commit_every: int = 500,
+        commit_interval: float = 1.0,
+        max_batch: int = 500,
+        poll_interval: float = 0.2,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        commit_timeout: float = 30.0,
+        probe_interval: float = 5.0,
+        auto_offset_reset: str = "earliest",
+        max_record_bytes: int = 64 * 1024 * 1024,
+        source_for: Callable[[str], str | None] = lambda name: None,
+        decoders: Mapping[str, DocDecoder] | None = None,
+        client_options: Mapping[str, Any] | None = None,
+        consumer_options: Mapping[str, Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not topics:
+            raise ValueError("kafka: no topics declared")
+        for topic, fmt in topics.items():
+            if fmt not in FORMATS:
+                raise ValueError(f"kafka topic {topic!r}: unknown format {fmt!r}")
+        if dlq_topic is not None and dlq_topic in topics:
+            raise ValueError(f"kafka: the DLQ topic {dlq_topic!r} is also consumed")
+        if commit_every < 1 or max_batch < 1 or commit_interval <= 0:
+            raise ValueError("kafka: commit_every, max_batch and commit_interval must be > 0")
+        self.bootstrap = bootstrap
+        self.topics = dict(topics)
+        self.group_id = group_id
+        self.on_items = on_items
+        self.dead_letter = dead_letter
+        self.dlq_topic = dlq_topic
+        self.commit_every = commit_every
+        self.commit_interval = commit_interval
+        self.max_batch = max_batch
+        self.poll_ms = max(1, int(poll_interval * 1000))
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.commit_timeout = commit_timeout
+        self.probe_interval = probe_interval
+        self.auto_offset_reset = auto_offset_reset
+        self.max_record_bytes = max_record_bytes
+        self.source_for = source_for
+        self.client_options = dict(client_options or {})
+        self.consumer_options = dict(consumer_options or {})
+        self.clock = clock
+        self._decoders: dict[str, DocDecoder] = dict(decoders or {})
+
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._probe_task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        # Held while a batch is handed over and while offsets are committed, so a rebalance
+        # commits only what has been stored and never races a batch in flight.
+        self._lock = asyncio.Lock()
+        self._assigned: set[TopicPartition] = set()
+        self._done: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int | None] = {}
+        self._position: dict[TopicPartition, int] = {}
+        self._dead_marks: set[tuple[TopicPartition, int]] = set()
+        self._uncommitted = 0
+        self._last_commit = clock()
+        self._polled = False
+
+        self.state = "stopped"
+        self.records = 0
+        self.items = 0
+        self.batches = 0
+        self.rejected: Counter[str] = Counter()
+        self.dead_lettered = 0
+        self.commits = 0
+        self.commit_failures = 0
+        self.store_failures = 0
+        self.reconnects = 0
+        self.rebalances = 0
+        self.last_error: str | None = None
+        self.broker_ok = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start consuming in the background; connection failures are retried, not raised."""
+        if self._task is not None:
+            return
+        self._stopping.clear()
+        self.state = "starting"
+        self._task = asyncio.create_task(self._run(), name=f"driftline-kafka-{self.group_id}")
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Finish the batch in hand, commit what is stored, leave the group."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await self._close(commit=False)
+        self.state = "stopped"
+
+    def status(self) -> dict[str, Any]:
+        """Counters, last error and per-partition offsets and lag (for /health, /stats)."""
+        consumer = self._consumer
+        live = consumer.assignment() if consumer is not None else set()
+        partitions = []
+        total_lag = 0
+        for tp in sorted(self._assigned):
+            high = consumer.highwater(tp) if consumer is not None and tp in live else None
+            position = self._position.get(tp)
+            committed = self._committed.get(tp)
+            lag = high - position if high is not None and position is not None else None
+            commit_lag = high - committed if high is not None and committed is not None else None
+            total_lag += lag or 0
+            partitions.append(
+                {
+                    "topic": tp.topic,
+                    "partition": tp.partition,
+                    "committed": committed,
+                    "processed": self._done.get(tp),
+                    "position": position,
+                    "highwater": high,
+                    "lag": lag,
+                    "commit_lag": commit_lag,
+                }
+            )
+        return {
+            "state": self.state,
+            "connected": self.state == "running" and self.broker_ok,
+            "bootstrap": self.bootstrap,
+            "group": self.group_id,
+            "topics": dict(self.topics),
+            "dlq_topic": self.dlq_topic,
+            "records": self.records,
+            "items": self.items,
+            "batches": self.batches,
+            "rejected": dict(self.rejected),
+            "dead_lettered": self.dead_lettered,
+            "commits": self.commits,
+            "commit_failures": self.commit_failures,
+            "store_failures": self.store_failures,
+            "reconnects": self.reconnects,
+            "rebalances": self.rebalances,
+            "last_error": self.last_error,
+            "lag": total_lag,
+            "partitions": partitions,
+        }
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        delay = self.backoff_initial
+        while not self._stopping.is_set():
+            try:
+                await self._open()
+                self.state = "running"
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._error("kafka consumer failed", exc)
+                self.state = "backoff"
+                await self._close(commit=True)
+                self.reconnects += 1
+                if self._polled:
+                    delay = self.backoff_initial  # it worked for a while: start backoff afresh
+                await self._pause(delay)
+                delay = min(delay * 2, self.backoff_max)
+        self.state = "stopping"
+        await self._close(commit=True)
+        self.state = "stopped"
+
+    async def _open(self) -> None:
+        common = client_kwargs(self.client_options)
+        if self.dlq_topic is not None and self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                acks="all",
+                enable_idempotence=False,
+                **common,
+            )
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            self._producer = producer
+        opts = {
+            "auto_offset_reset": self.auto_offset_reset,
+            **common,
+            **self.consumer_options,
+            # At-least-once rests on these: never let the client commit on its own.
+            "group_id": self.group_id,
+            "enable_auto_commit": False,
+        }
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, **opts)
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            raise
+        consumer.subscribe(topics=list(self.topics), listener=_Listener(self))
+        self._consumer = consumer
+        self.broker_ok = True
+        self._probe_task = asyncio.create_task(self._probe(consumer))
+
+    async def _probe(self, consumer: AIOKafkaConsumer) -> None:
+        """Ask the broker for metadata now and then: the client itself hides a stalled broker."""
+        while True:
+            await asyncio.sleep(self.probe_interval)
+            try:
+                await asyncio.wait_for(consumer.topics(), self.probe_interval)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.broker_ok:
+                    self._error("kafka broker not answering", exc)
+                self.broker_ok = False
+            else:
+                self.broker_ok = True
+
+    async def _consume(self) -> None:
+        """Poll, hand over, commit, until stopping."""
+        consumer = self._consumer
+        assert consumer is not None
+        store_delay = self.backoff_initial
+        self._polled = False
+        while not self._stopping.is_set():
+            polled = await consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_batch)
+            self._polled = True
+            if polled:
+                self.broker_ok = True  # records are an answer too
+                async with self._lock:
+                    ok = await self._hand_over(consumer, polled)
+                if not ok:
+                    await self._pause(store_delay)
+                    store_delay = min(store_delay * 2, self.backoff_max)
+                    continue
+                store_delay = self.backoff_initial
+            if self._commit_due():
+                async with self._lock:
+                    await self._commit(consumer, self._assigned)
+
+    async def _hand_over(self, consumer: AIOKafkaConsumer, polled: dict[Any, list[Any]]) -> bool:
+        assigned = consumer.assignment()
+        batch = self._decode_batch({tp: msgs for tp, msgs in polled.items() if tp in assigned})
+        for tp, (_, last, _) in batch.records.items():
+            self._position[tp] = last + 1
+        try:
+            for msg, error in batch.poison:
+                await self._dead_letter(msg, error)
+            if batch.items:
+                await self.on_items(batch.items)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Nothing of this batch is done: read it again after a pause.
+            self.store_failures += 1
+            self._error("storing a kafka batch failed; it will be read again", exc)
+            for tp, (first, _, _) in batch.records.items():
+                consumer.seek(tp, first)
+                self._position[tp] = first
+            return False
+        self._dead_marks.clear()
+        for tp, (_, last, _) in batch.records.items():
+            self._done[tp] = last + 1
+        self.records += batch.count
+        self.items += len(batch.items)
+        self.batches += 1
+        self._uncommitted += batch.count
+        for item in batch.items:
+            if isinstance(item, DecodeError):
+                self.rejected[item.reason] += 1
+        return True
+
+    def _decode_batch(self, polled: Mapping[TopicPartition, list[Any]]) -> _Batch:
+        records: dict[TopicPartition, tuple[int, int, int]] = {}
+        items: list[Decoded] = []
+        poison: list[tuple[Any, DecodeError]] = []
+        count = 0
+        for tp, msgs in polled.items():
+            if not msgs:
+                continue
+            records[tp] = (msgs[0].offset, msgs[-1].offset, len(msgs))
+            count += len(msgs)
+            decoder = self._decoder(self.topics.get(tp.topic, "auto"))
+            for msg in msgs:
+                first_error: DecodeError | None = None
+                for item in decode_value(msg.value, decoder, self.max_record_bytes):
+                    items.append(item)
+                    if first_error is None and isinstance(item, DecodeError):
+                        first_error = item
+                if first_error is not None:
+                    poison.append((msg, first_error))
+        return _Batch(records, items, poison, count)
+
+    def _decoder(self, fmt: str) -> DocDecoder:
+        found = self._decoders.get(fmt)
+        if found is None:
+            found = self._decoders[fmt] = decoder_for(fmt, self.source_for)
+        return found
+
+    async def _dead_letter(self, msg: Any, error: DecodeError) -> None:
+        tp = TopicPartition(msg.topic, msg.partition)
+        if (tp, msg.offset) in self._dead_marks:
+            return  # already dead-lettered before a store failure made the batch repeat
+        reason = str(error)
+        if self.dead_letter is not None:
+            result = self.dead_letter(
+                msg.topic, msg.partition, msg.offset, msg.key, msg.value, reason
+            )
+            if inspect.isawaitable(result):
+                await result
+        if self._producer is not None and self.dlq_topic is not None:
+            headers = [
+                ("driftline.reason", reason.encode()[:1000]),
+                ("driftline.topic", msg.topic.encode()),
+                ("driftline.partition", str(msg.partition).encode()),
+                ("driftline.offset", str(msg.offset).encode()),
+            ]
+            await self._producer.send_and_wait(
+                self.dlq_topic, value=msg.value, key=msg.key, headers=headers
+            )
+        self._dead_marks.add((tp, msg.offset))
+        self.dead_lettered += 1
+        log.warning(
+            "kafka record %s[%d]@%d dead-lettered: %s", msg.topic, msg.partition, msg.offset, reason
+        )
+
+    # -- offsets ---------------------------------------------------------------------------
+
+    def _commit_due(self) -> bool:
+        if not any(self._done.get(tp) != self._committed.get(tp) for tp in self._done):
+            return False
+        return (
+            self._uncommitted >= self.commit_every
+            or self.clock() - self._last_commit >= self.commit_interval
+        )
+
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]
+    ) -> None:
+        """Commit what is stored for `partitions`; a failure is counted and retried later."""
+        assigned = consumer.assignment()
+        offsets = {
+            tp: self._done[tp]
+            for tp in partitions
+            if tp in assigned and tp in self._done and self._done[tp] != self._committed.get(tp)
+        }
+        self._last_commit = self.clock()
+        self._uncommitted = 0  # a failed commit is retried on the interval, not every poll
+        if not offsets:
+            return
+        try:
+            await asyncio.wait_for(consumer.commit(offsets), self.commit_timeout)
+        except asyncio.CancelledError:
+            raise
+        except CommitFailedError as exc:
+            # The partitions moved to another member, which reads them from the last commit.
+            self.commit_failures += 1
+            self._error("kafka commit refused after a rebalance", exc)
+            return
+        except (KafkaError, TimeoutError, OSError) as exc:
+            self.commit_failures += 1
+            self._error("kafka commit failed; will retry", exc)
+            return
+        self._committed.update(offsets)
+        self.commits += 1
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        consumer = self._consumer
+        try:
+            # Wait for the batch in hand, but not forever: a store that hangs must not hold
+            # the whole group's rebalance (what is not committed is simply read again).
+            await asyncio.wait_for(self._lock.acquire(), self.commit_timeout)
+        except TimeoutError:
+            self._error("rebalance did not wait for a stuck batch", TimeoutError())
+            locked = False
+        else:
+            locked = True
+        try:
+            if locked and consumer is not None and revoked:
+                await self._commit(consumer, revoked)
+            for tp in revoked:
+                self._assigned.discard(tp)
+                for table in (self._done, self._committed, self._position):
+                    table.pop(tp, None)
+        finally:
+            if locked:
+                self._lock.release()
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.rebalances += 1
+        self._assigned = set(assigned)
+        consumer = self._consumer
+        if consumer is not None and assigned:
+            # Only for status(): what the group had committed when these partitions came in.
+            tps = sorted(assigned)
+            found = await asyncio.gather(
+                *(asyncio.wait_for(consumer.committed(tp), 5.0) for tp in tps),
+                return_exceptions=True,
+            )
+            for tp, offset in zip(tps, found, strict=True):
+                self._committed[tp] = offset if isinstance(offset, int) else None
+                if isinstance(offset, int):
+                    self._position.setdefault(tp, offset)
+        log.info("kafka group %s assigned %s", self.group_id, sorted(assigned))
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _close(self, commit: bool) -> None:
+        probe, self._probe_task = self._probe_task, None
+        if probe is not None:
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
+        self.broker_ok = False
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            if commit and self._assigned:
+                async with self._lock:
+                    await self._commit(consumer, self._assigned)
+            try:
+                await asyncio.wait_for(consumer.stop(), self.commit_timeout)
+            except (KafkaError, TimeoutError, OSError) as exc:
+                self._error("closing the kafka consumer failed", exc)
+        self._assigned.clear()
+        self._done.clear()
+        self._committed.clear()
+        self._position.clear()
+        self._dead_marks.clear()
+        self._uncommitted = 0
+        if self._stopping.is_set():
+            producer, self._producer = self._producer, None
+            if producer is not None:
+                try:
+                    await asyncio.wait_for(producer.stop(), self.commit_timeout)
+                except (KafkaError, TimeoutError, OSError) as exc:
+                    self._error("closing the kafka DLQ producer failed", exc)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep for a backoff, waking at once when stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    def _error(self, what: str, exc: BaseException) -> None:
+        detail = str(exc).strip()
+        self.last_error = f"{what}: {type(exc).__name__}" + (f": {detail}" if detail else "")
+        log.warning("%s", self.last_error)
