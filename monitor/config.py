@@ -71,6 +71,12 @@ class Config:
     kafka_ssl_cafile: str | None = None
     kafka_ssl_certfile: str | None = None
     kafka_ssl_keyfile: str | None = None
+    graph_retention_hours: float = 24.0  # events, alerts and drifts leave the live graph
+    graph_max_events: int = 50_000
+    graph_max_drifts: int = 50_000
+    graph_max_alerts: int = 20_000
+    graph_window_seconds: float = 600.0  # Falco alert <-> change correlation window
+    graph_max_elements: int = 5_000  # the /graph answer cap (nodes + edges)
     k8s_cluster: str | None = None  # the cluster name audit events are attributed to
     demo: bool = False
     demo_interval_seconds: float = 1.0
@@ -87,7 +93,15 @@ class Config:
         for name in ("max_body_bytes", "max_ws_message_bytes", "subscriber_queue", "resume_buffer"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
-        for name in ("max_events", "max_drifts", "max_messages"):
+        for name in (
+            "max_events",
+            "max_drifts",
+            "max_messages",
+            "graph_max_events",
+            "graph_max_drifts",
+            "graph_max_alerts",
+            "graph_max_elements",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
         for name in (
@@ -97,6 +111,9 @@ class Config:
             "event_retention_days",
             "resolved_retention_days",
             "prune_interval_seconds",
+            "stats_interval_seconds",
+            "graph_retention_hours",
+            "graph_window_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be a positive number of seconds")

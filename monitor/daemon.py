@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from graph.builder import GraphBuilder
+from graph.model import GraphDelta, GraphLimits
 from monitor.clock import Clock, utc_now
 from monitor.config import Config
 from monitor.detect import Detector
@@ -75,6 +77,19 @@ class Daemon:
             config.resume_buffer, config.subscriber_queue, clock, start_seq=self.store.last_seq()
         )
         self.pipeline = Pipeline(self.detector, self.store, self.hub, clock)
+        self.graph = GraphBuilder(
+            index,
+            GraphLimits(
+                retention_seconds=config.graph_retention_hours * 3600,
+                max_events=config.graph_max_events,
+                max_drifts=config.graph_max_drifts,
+                max_alerts=config.graph_max_alerts,
+                window_seconds=config.graph_window_seconds,
+                max_elements=config.graph_max_elements,
+            ),
+            clock,
+        )
+        self.pipeline.observers.append(self.graph.observer(self._publish_graph))
         self.sources = build_sources(config, self.pipeline.ingest, self.catalogue, self.dead_letter)
         self.started_at: str | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -121,6 +136,10 @@ class Daemon:
         await self.pipeline.stop()
         self.store.close()
 
+    def _publish_graph(self, delta: GraphDelta) -> None:
+        # Deltas are not stored: a client that reconnects refetches /api/v1/graph.
+        self.hub.publish_ephemeral("graph", "graph", delta.as_dict())
+
     async def reload_state(self) -> bool:
         """Reload when the files changed; a bad state keeps the last good one. True if reloaded."""
         fingerprint = await asyncio.to_thread(_fingerprint, self.state_paths)
@@ -137,6 +156,9 @@ class Daemon:
         old = {s.path: (s.serial, s.lineage) for s in self.state.states}
         index = build_index(states, self.catalogue)
         self.pipeline.detector = self.detector = self.detector.with_index(index)
+        delta = self.graph.reload_state(index)
+        if delta is not None:
+            self._publish_graph(delta)
         self.state.states = states
         self.state.fingerprint = fingerprint
         self.state.loaded_at = self.clock()
@@ -214,7 +236,7 @@ class Daemon:
             "subscribers": len(self.hub.subscribers),
         }
         if payload != last:
-            await self.pipeline.publish("stats", "stats", payload)
+            self.hub.publish_ephemeral("stats", "stats", payload)
         return payload
 
     async def _stats_forever(self) -> None:

@@ -38,6 +38,9 @@ class Message:
     type: str
     timestamp: str
     payload: dict[str, Any]
+    # Ephemeral messages (graph deltas, stats) are not stored: they carry the latest durable
+    # sequence number without advancing it, so resuming never skips or repeats stored ones.
+    durable: bool = True
     _ws: bytes | None = field(default=None, repr=False)
     _ws_text: str | None = field(default=None, repr=False)
     _sse: bytes | None = field(default=None, repr=False)
@@ -179,6 +182,19 @@ class Hub:
         for sub in lagged:
             if self.subscribers.pop(sub.id, None) is not None:
                 self.lagged_total += 1
+
+    def publish_ephemeral(self, topic: str, type_: str, payload: dict[str, Any]) -> Message:
+        """Deliver a message that is not stored and cannot be resumed (graph deltas, stats)."""
+        msg = Message(self._head, topic, type_, self.clock(), payload, durable=False)
+        lagged: list[Subscriber] = []
+        for sub in list(self.subscribers.values()):
+            if not sub.offer(msg):
+                lagged.append(sub)
+        for sub in lagged:
+            if self.subscribers.pop(sub.id, None) is not None:
+                self.lagged_total += 1
+        self.published += 1
+        return msg
 
     def publish(self, topic: str, type_: str, payload: dict[str, Any]) -> Message:
         msg = self.message(topic, type_, payload)

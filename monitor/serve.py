@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -142,5 +143,7 @@ def _serve(args: argparse.Namespace) -> int:
             access_log=config.log_level == "debug",
         )
     )
+    # The state index, catalogue and graph are long-lived: keep the collector off them.
+    gc.freeze()
     server.run()
     return 0

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from monitor.daemon import Daemon
-from web import ingest, live, rest
+from web import graph, ingest, live, rest
 from web.envelope import ApiError, JSONResponse, error
 from web.openapi import SPEC
 
@@ -67,6 +67,7 @@ def routes() -> list[Route | WebSocketRoute]:
         Route("/api/v1/ingest/gcp-audit", ingest.gcp_audit, methods=["POST"]),
         Route("/api/v1/ingest/azure-activity", ingest.azure_activity, methods=["POST"]),
         Route("/api/v1/stream", live.stream),
+        *graph.ROUTES,
         Route("/openapi.json", openapi),
         WebSocketRoute("/ws", live.websocket),
     ]

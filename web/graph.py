@@ -19,9 +19,7 @@ DEFAULT_IMPACT_DEPTH = 3
 
 
 def builder_of(request: Request) -> GraphBuilder:
-    graph: GraphBuilder | None = getattr(request.app.state.daemon, "graph", None)
-    if graph is None:
-        raise ApiError("SERVICE_UNAVAILABLE", "the causal graph is not enabled on this server")
+    graph: GraphBuilder = request.app.state.daemon.graph
     return graph
 
 

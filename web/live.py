@@ -112,9 +112,9 @@ async def stream(request: Request) -> EventSourceResponse:
                     return
                 if sub.closed and not batch:
                     return
-                fresh = [m for m in batch if m.seq > last]
+                fresh = [m for m in batch if m.seq > last or not m.durable]
                 if fresh:
-                    last = fresh[-1].seq
+                    last = max(last, fresh[-1].seq)
                     yield b"".join(m.sse_bytes() for m in fresh)
         finally:
             d.hub.unsubscribe(sub)
@@ -198,7 +198,9 @@ class WsSession:
                     await self.ws.close(1001)
                 return
             for m in batch:
-                if m.seq > self.last:
+                if not m.durable:
+                    await self.send(m.ws_text())
+                elif m.seq > self.last:
                     self.last = m.seq
                     await self.send(m.ws_text())
 

@@ -233,6 +233,68 @@ SPEC: dict[str, Any] = {
                 "responses": {"101": {"description": "switching protocols"}},
             }
         },
+        "/api/v1/graph": _get(
+            "The causal graph as Cytoscape elements {nodes, edges} (capped; `truncated` says so)",
+            [
+                _q(
+                    "type",
+                    "node types, comma-separated: resource, drift, event, falco, actor, unmanaged",
+                ),
+                _q("since", "time lower bound"),
+                _q("until", "time upper bound"),
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+            ],
+        ),
+        "/api/v1/graph/nodes": _get(
+            "Graph nodes, paginated",
+            [
+                *PAGE,
+                _q("type", "node types, comma-separated"),
+                _q("since", "time lower bound"),
+                _q("until", "time upper bound"),
+            ],
+        ),
+        "/api/v1/graph/edges": _get(
+            "Graph edges, paginated",
+            [
+                *PAGE,
+                _q(
+                    "type",
+                    "edge labels: depends_on, performed, caused, affects, related, followed_by",
+                ),
+                _q("since", "time lower bound"),
+                _q("until", "time upper bound"),
+            ],
+        ),
+        "/api/v1/graph/nodes/{id}": _get(
+            "One node with its data", [_p("id", "node id")], (400, 404)
+        ),
+        "/api/v1/graph/neighbors/{id}": _get(
+            "Nodes within `depth` hops (1-3) of a node, as elements",
+            [
+                _p("id", "node id"),
+                {
+                    "name": "depth",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 3},
+                },
+            ],
+            (400, 404),
+        ),
+        "/api/v1/graph/impact/{id}": _get(
+            "Blast radius: what depends on a resource, up to `depth` hops",
+            [
+                _p("id", "resource node id or address"),
+                {"name": "depth", "in": "query", "schema": {"type": "integer"}},
+            ],
+            (400, 404),
+        ),
+        "/api/v1/graph/path": _get(
+            "Shortest path between two nodes",
+            [_q("from", "node id"), _q("to", "node id")],
+            (400, 404),
+        ),
+        "/api/v1/graph/stats": _get("Node and edge counts by type", errors=()),
         "/openapi.json": _get("This document", errors=()),
     },
     "components": {

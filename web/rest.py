@@ -171,7 +171,11 @@ async def drift(request: Request) -> Response:
     if item is None:
         raise ApiError("NOT_FOUND", f"Drift with ID '{drift_id}' not found")
     item = _compat(item)
-    item["related_events"] = await asyncio.to_thread(d.store.related_events, item, 20)
+    item["related_events"] = await _related(d, item)
+    address = item.get("resource_address")
+    item["blast_radius"] = (
+        d.graph.blast_radius(address) if address else {"count": 0, "addresses": []}
+    )
     return ok(item)
 
 
@@ -226,6 +230,28 @@ async def resolve_drift(request: Request) -> Response:
     )
 
 
+async def _related(d: Daemon, drift: dict[str, Any], limit: int = 20) -> list[dict[str, Any]]:
+    """The drift's cause and repeats, events that drifted the same resource, then what the
+    graph links to it (correlated Falco alerts, the session's calls around it)."""
+    stored = await asyncio.to_thread(d.store.related_events, drift, limit)
+    repeats = set(drift.get("occurrence_events", [])[1:])
+    for n, event in enumerate(stored):
+        event["relation"] = (
+            "cause" if n == 0 else "occurrence" if event.get("id") in repeats else "same_resource"
+        )
+    seen = {e.get("id") for e in stored}
+    for linked in d.graph.related_events(drift["id"], limit):
+        node_id = str(linked.get("id", ""))
+        event_id = node_id.split(":", 1)[1] if ":" in node_id else node_id
+        if event_id in seen:
+            continue
+        seen.add(event_id)
+        found = await asyncio.to_thread(d.store.event, event_id)
+        event = found if found is not None else linked
+        stored.append({**event, "relation": linked.get("relation"), "via": linked.get("via")})
+    return stored[: limit * 2]
+
+
 def _compat(d: dict[str, Any]) -> dict[str, Any]:
     """The TFDrift-Falco field names beside ours (additive)."""
     d.setdefault("timestamp", d.get("detected_at"))
@@ -249,13 +275,7 @@ async def stats(request: Request) -> Response:
     by_sev = {s: counts["drifts_by_severity"].get(s, 0) for s in SEVERITIES}
     total = counts["drifts_total"]
     breakdown = {s: round(100.0 * n / total, 1) if total else 0.0 for s, n in by_sev.items()}
-    resources = len(d.detector.index)
-    graph = getattr(d, "graph", None)
-    graph_stats = (
-        graph.stats()
-        if graph is not None
-        else {"total_nodes": resources, "total_edges": 0, "node_types": {"resource": resources}}
-    )
+    graph_stats = d.graph.stats()
     ingest = counts["ingest"]
     return ok(
         {
