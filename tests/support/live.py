@@ -31,7 +31,9 @@ class Running:
 async def running(config: Config) -> AsyncIterator[Running]:
     """Start Driftline under uvicorn on a free port; stop it (and wait) on exit."""
     daemon = Daemon(config.validate())
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for TCP sockets;
+    # without it every keep-alive request after the first waits ~40 ms (delayed ACK).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
