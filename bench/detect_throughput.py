@@ -12,11 +12,9 @@ import time
 import orjson
 
 from monitor.detect import Detector
-from monitor.tfstate import StateIndex, parse_state
-from rules import load_catalogue, load_severity
 from streams.cloudtrail import decode_record
 from tests.support.realdata import cloudtrail_records
-from tests.support.replay_state import filler_resources, replay_state
+from tests.support.replay_state import bench_detector
 
 
 def amplified(records: list[dict], total: int) -> list[bytes]:
@@ -58,13 +56,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
 
-    catalogue = load_catalogue()
+    detector, replayed = bench_detector(args.resources)
+    catalogue, index = detector.catalogue, detector.index
     records = cloudtrail_records("invictus_aws_dataset")
-    doc = replay_state(records, catalogue)
-    replayed = len(doc["resources"])
-    doc["resources"].extend(filler_resources(max(0, args.resources - replayed)))
-    index = StateIndex([parse_state(doc, "bench.tfstate")], catalogue.identifiers)
-    detector = Detector(catalogue, load_severity(), index, clock=lambda: "2026-01-01T00:00:00Z")
     print(f"state: {len(index):,} resources ({replayed} replayed from Terraform's calls)")
     data = amplified(records, args.records)
     mb = sum(map(len, data)) / 1e6

@@ -34,10 +34,9 @@ from graph.model import EVENT, GraphLimits
 from monitor.detect import Detector
 from monitor.model import ChangeEvent, Drift, FalcoAlert
 from monitor.tfstate import StateIndex, parse_state
-from rules import load_catalogue, load_severity
 from streams.cloudtrail import decode_record
 from tests.support.realdata import cloudtrail_records
-from tests.support.replay_state import filler_resources, replay_state
+from tests.support.replay_state import bench_detector, filler_resources, replay_state
 
 CHUNK = 50_000
 # CPU time of this process: the machines these run on are shared and noisy, and both passes
@@ -211,13 +210,9 @@ def main() -> None:
     ap.add_argument("--page-runs", type=int, default=200)
     args = ap.parse_args()
 
-    catalogue = load_catalogue()
+    detector, replayed = bench_detector(args.resources, synthesized, CLOCK)
+    catalogue, index = detector.catalogue, detector.index
     records = cloudtrail_records("invictus_aws_dataset")
-    doc = replay_state(records, catalogue)
-    replayed = len(doc["resources"])
-    doc["resources"].extend(synthesized(max(0, args.resources - replayed)))
-    index = StateIndex([parse_state(doc, "bench.tfstate")], catalogue.identifiers)
-    detector = Detector(catalogue, load_severity(), index, clock=lambda: CLOCK)
     limits = GraphLimits()
 
     gc.collect()

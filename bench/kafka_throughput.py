@@ -31,12 +31,10 @@ from monitor.detect import Detector
 from monitor.hub import Hub
 from monitor.pipeline import Decoded, IngestResult, Pipeline
 from monitor.store import SqliteStore
-from monitor.tfstate import StateIndex, parse_state
-from rules import load_catalogue, load_severity
 from streams.kafka import KafkaSource, decode_value, decoder_for
 from tests.support.kafka_broker import Broker, create_topic, kafka_broker, unique, wait_ready
 from tests.support.realdata import cloudtrail_records
-from tests.support.replay_state import filler_resources, replay_state
+from tests.support.replay_state import bench_detector
 
 CLOCK = "2026-01-01T00:00:00Z"
 # Both readers fetch alike, so the ratio measures what Driftline adds, not fetch tuning.
@@ -106,14 +104,8 @@ async def bare(bootstrap: str, topic: str, partitions: int, total: int) -> float
 
 
 def detector_for(resources: int) -> tuple[Detector, int]:
-    catalogue = load_catalogue()
-    records = cloudtrail_records("invictus_aws_dataset")
-    doc = replay_state(records, catalogue)
-    replayed = len(doc["resources"])
-    doc["resources"].extend(filler_resources(max(0, resources - replayed)))
-    index = StateIndex([parse_state(doc, "bench.tfstate")], catalogue.identifiers)
-    detector = Detector(catalogue, load_severity(), index, clock=lambda: CLOCK)
-    return detector, len(index)
+    detector, _ = bench_detector(resources, clock=CLOCK)
+    return detector, len(detector.index)
 
 
 async def consume(

@@ -9,14 +9,18 @@ modifies through the catalogue gives the state as it was just before the destroy
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from monitor.detect import Detector
 from monitor.model import ChangeEvent
+from monitor.tfstate import StateIndex, parse_state
+from rules import load_catalogue, load_severity
 from rules.catalogue import Catalogue, Change
 from rules.paths import WILDCARD, extract, parse_path
 from rules.transforms import TRANSFORMS, TransformError
 from streams.cloudtrail import decode_record
+from tests.support.realdata import cloudtrail_records
 
 # Attributes worth recording at create time, per type: attribute -> record path.
 CAPTURE: dict[str, dict[str, str]] = {
@@ -195,3 +199,18 @@ def filler_resources(count: int, start: int = 0) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def bench_detector(
+    resources: int,
+    filler: Callable[[int], list[dict[str, Any]]] = filler_resources,
+    clock: str = "2026-01-01T00:00:00Z",
+) -> tuple[Detector, int]:
+    """A detector over the state replayed from the invictus logs, filled up to `resources`
+    managed instances (the benchmarks' common set-up); also how many were replayed."""
+    catalogue = load_catalogue()
+    doc = replay_state(cloudtrail_records("invictus_aws_dataset"), catalogue)
+    replayed = len(doc["resources"])
+    doc["resources"].extend(filler(max(0, resources - replayed)))
+    index = StateIndex([parse_state(doc, "bench.tfstate")], catalogue.identifiers)
+    return Detector(catalogue, load_severity(), index, clock=lambda: clock), replayed
