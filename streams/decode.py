@@ -17,6 +17,14 @@ def decode_document(
     doc: Any, source_for: Callable[[str], str | None] = lambda name: None
 ) -> Iterator[Decoded]:
     """Every record in a document; a bad record yields its DecodeError and decoding goes on."""
+    if isinstance(doc, dict) and "eventName" in doc:
+        # One CloudTrail record, the common case (Kafka, EventBridge-less webhooks): skip the
+        # envelope machinery.
+        try:
+            yield decode_record(doc)
+        except DecodeError as exc:
+            yield exc
+        return
     for rec in iter_records(doc):
         try:
             if is_falco_alert(rec):
