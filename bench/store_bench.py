@@ -854,7 +854,12 @@ def main() -> None:
                     f"{stats['status_changes']:,} status changes ({stats['refused']} refused), "
                     f"{db.stat().st_size / 1e6:,.0f} MB"
                 )
-            reader = SqliteStore(db)
+            before = schema_of(db)
+            t0 = time.perf_counter()
+            reader = SqliteStore(db)  # migrates an older store in place
+            after = schema_of(db)
+            if after != before:
+                print(f"migrated schema {before} -> {after} in {time.perf_counter() - t0:,.1f} s")
             summary = reader.summary()
             reader.close()
             end = datetime.fromisoformat(newest_event(db).replace("Z", "+00:00"))
@@ -891,6 +896,17 @@ def main() -> None:
 def load() -> str:
     """The 1/5/15-minute load average: other work on the machine moves these figures."""
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def schema_of(db: Path) -> int:
+    """The store's schema version (PRAGMA user_version)."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()
 
 
 def newest_event(db: Path) -> str:

@@ -12,6 +12,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,7 +22,7 @@ from monitor.hub import Message
 from monitor.jsondiff import json_diff
 from monitor.model import ChangeEvent, Drift, FalcoAlert
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STATUSES = ("detected", "investigating", "resolved")
 # Forward moves only: detected -> investigating -> resolved (or straight to resolved).
 TRANSITIONS = {
@@ -34,7 +35,16 @@ _SECURITY = {"iam", "network", "encryption"}
 _COMPLIANCE = {"logging", "monitoring"}
 # Single-column filters whose totals are kept as counters (COUNT(*) over a million rows is
 # too slow for a page request).
-COUNTED = ("severity", "status", "kind", "drift_type", "provider", "resource_type")
+COUNTED = ("severity", "status", "kind", "drift_type", "provider", "resource_type", "actor")
+# A drift's facet: its combination of these (a few hundred distinct), counted per block of
+# drift numbers and per event day so multi-filter totals and deep pages need no row scan.
+FACET_COLS = ("severity", "status", "kind", "drift_type", "provider", "resource_type")
+BLOCK_BITS = 14  # facet_counts block: 16,384 consecutive drift numbers
+DEEP_OFFSET = 20_000  # rows an OFFSET walk may skip before the block counts are cheaper
+# The WAL is checkpointed off the writer's commit path, by a background thread, this often;
+# a checkpointed WAL is truncated back to this size.
+CHECKPOINT_INTERVAL = 1.0
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -103,6 +113,42 @@ MIGRATIONS: dict[int, str] = {
         value_size INTEGER NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL,
         UNIQUE (source, topic, partition, "offset")
     )
+    """,
+    4: """
+    CREATE TABLE facets (
+        id INTEGER PRIMARY KEY, severity TEXT NOT NULL, status TEXT NOT NULL,
+        kind TEXT NOT NULL, drift_type TEXT NOT NULL, provider TEXT NOT NULL,
+        resource_type TEXT NOT NULL,
+        UNIQUE (severity, status, kind, drift_type, provider, resource_type)
+    );
+    INSERT INTO facets (severity, status, kind, drift_type, provider, resource_type)
+        SELECT DISTINCT severity, status, kind, drift_type, IFNULL(provider, ''),
+            IFNULL(resource_type, '') FROM drifts;
+    ALTER TABLE drifts ADD COLUMN facet INTEGER;
+    UPDATE drifts SET facet = (SELECT id FROM facets f WHERE f.severity = drifts.severity
+        AND f.status = drifts.status AND f.kind = drifts.kind
+        AND f.drift_type = drifts.drift_type AND f.provider = IFNULL(drifts.provider, '')
+        AND f.resource_type = IFNULL(drifts.resource_type, ''));
+    CREATE TABLE facet_counts (
+        facet INTEGER NOT NULL, block INTEGER NOT NULL, day TEXT NOT NULL,
+        count INTEGER NOT NULL, PRIMARY KEY (facet, block, day)
+    ) WITHOUT ROWID;
+    INSERT INTO facet_counts SELECT facet, n >> 14, substr(event_time, 1, 10), COUNT(*)
+        FROM drifts GROUP BY 1, 2, 3;
+    CREATE TABLE day_counts (
+        block INTEGER NOT NULL, day TEXT NOT NULL, count INTEGER NOT NULL,
+        PRIMARY KEY (block, day)
+    ) WITHOUT ROWID;
+    INSERT INTO day_counts SELECT n >> 14, substr(event_time, 1, 10), COUNT(*)
+        FROM drifts GROUP BY 1, 2;
+    CREATE INDEX drifts_scan ON drifts(n, facet, actor, event_time);
+    DROP INDEX drifts_time;
+    CREATE INDEX drifts_time ON drifts(event_time, facet, actor);
+    DROP INDEX drifts_actor;
+    CREATE INDEX drifts_actor ON drifts(actor, n, facet, event_time);
+    DELETE FROM counters WHERE name LIKE 'drifts.actor.%';
+    INSERT INTO counters SELECT 'drifts.actor.' || actor, COUNT(*) FROM drifts
+        WHERE actor IS NOT NULL GROUP BY actor
     """,
 }
 
@@ -272,6 +318,18 @@ class SqliteStore:
         self._write_lock = threading.Lock()
         self._writer = self._connect()
         self._migrate()
+        self._facets = _Facets(self._writer)
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if self.path != ":memory:":
+            # Commits only append to the WAL; copying it back into the database file (and
+            # its fsyncs) happens on a thread of its own instead of inside every 1000th
+            # page's COMMIT. Durability is unchanged: COMMIT still syncs per `synchronous`.
+            self._writer.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpointer = threading.Thread(
+                target=self._checkpoints, name=f"checkpoint {self.path}", daemon=True
+            )
+            self._checkpointer.start()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -279,7 +337,20 @@ class SqliteStore:
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("PRAGMA cache_size=-65536")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         return conn
+
+    def _checkpoints(self) -> None:
+        conn = self._connect()
+        try:
+            while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL):
+                # PASSIVE never waits for (or blocks) the writer or readers.
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error:
+                    continue  # busy now; the next round catches up
+        finally:
+            conn.close()
 
     def _reader(self) -> sqlite3.Connection:
         if self.path == ":memory:":
@@ -342,42 +413,77 @@ class SqliteStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 for batch in batches:
-                    outcomes.append(_Writer(db, batch, next_seq).run())
+                    outcomes.append(_Writer(db, batch, next_seq, self._facets).run())
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
+                self._facets = _Facets(db)  # forget facets the rolled-back work added
                 raise
         return outcomes
 
     # -- reads ----------------------------------------------------------------------------
 
     def drifts(self, f: DriftFilter, page: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        where, args = _drift_where(f)
         db = self._reader()
-        total = self._count(db, f, where, args)
-        # Keys first (an index-only scan, cheap even deep into the set), then 'limit' bodies.
-        keys = [
-            r[0]
-            for r in db.execute(
-                f"SELECT n FROM drifts{where} ORDER BY n DESC LIMIT ? OFFSET ?",
-                [*args, limit, (page - 1) * limit],
-            )
-        ]
+        if self.path == ":memory:":
+            with self._write_lock:  # one shared connection: no snapshot of its own
+                return self._drifts(db, f, page, limit)
+        # One read transaction: the total and the page come from the same snapshot.
+        db.execute("BEGIN")
+        try:
+            return self._drifts(db, f, page, limit)
+        finally:
+            db.execute("COMMIT")
+
+    def _drifts(
+        self, db: sqlite3.Connection, f: DriftFilter, page: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        offset = (page - 1) * limit
+        eqs = {c: getattr(f, c) for c in FACET_COLS if getattr(f, c) is not None}
+        timed = f.since is not None or f.until is not None
+        keys: list[int]
+        if f.resource_id is not None:  # selective by nature: its own index narrows enough
+            where, args = _drift_where(f)
+            total = int(db.execute(f"SELECT COUNT(*) FROM drifts{where}", args).fetchone()[0])
+            keys = _offset_keys(db, "", where, args, total, offset, limit)
+        elif f.actor is not None:
+            where, args = _facet_where(db, f, eqs)
+            if not eqs and not timed:
+                total = _counter(db, f"drifts.actor.{f.actor}")
+            else:
+                total = int(
+                    db.execute(
+                        f"SELECT COUNT(*) FROM drifts INDEXED BY drifts_actor{where}", args
+                    ).fetchone()[0]
+                )
+            keys = _offset_keys(db, "INDEXED BY drifts_actor", where, args, total, offset, limit)
+        elif not (_dated(f.since) and _dated(f.until)):  # not ISO: the day counts can't help
+            where, args = _drift_where(f)
+            total = int(db.execute(f"SELECT COUNT(*) FROM drifts{where}", args).fetchone()[0])
+            keys = _offset_keys(db, "", where, args, total, offset, limit)
+        elif not timed and len(eqs) <= 1:
+            where, args = _drift_where(f)
+            if eqs:
+                col, value = next(iter(eqs.items()))
+                total = _counter(db, f"drifts.{col}.{value}")
+            else:
+                total = _counter(db, "drifts.total")
+            if not eqs and min(offset, total - offset) > DEEP_OFFSET:
+                # Deep into everything: the (small) per-block day counts say where to start.
+                keys = _located_keys(db, "", [], _block_counts(db, f, eqs), offset, limit)
+            else:
+                keys = _offset_keys(db, "", where, args, total, offset, limit)
+        else:
+            blocks = _block_counts(db, f, eqs)
+            total = sum(c for _, c in blocks)
+            where, args = _facet_where(db, f, eqs)
+            keys = _located_keys(db, where, args, blocks, offset, limit)
         if not keys:
             return [], total
         marks = ",".join("?" * len(keys))
         rows = db.execute(f"SELECT n, {_DRIFT_COLS} FROM drifts WHERE n IN ({marks})", keys)
         by_n = {r[0]: _drift_row(r[1:]) for r in rows}
         return [by_n[n] for n in keys if n in by_n], total
-
-    def _count(self, db: sqlite3.Connection, f: DriftFilter, where: str, args: list[Any]) -> int:
-        used = [c for c in COUNTED if getattr(f, c) is not None]
-        others = (f.actor, f.resource_id, f.since, f.until)
-        if len(used) <= 1 and not any(o is not None for o in others):
-            name = f"drifts.{used[0]}.{getattr(f, used[0])}" if used else "drifts.total"
-            row = db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
-            return int(row[0]) if row else 0
-        return int(db.execute(f"SELECT COUNT(*) FROM drifts{where}", args).fetchone()[0])
 
     def drift(self, drift_id: str) -> dict[str, Any] | None:
         row = (
@@ -623,6 +729,10 @@ class SqliteStore:
         }
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._stop_checkpoints.set()
+            self._checkpointer.join()
+            self._checkpointer = None
         with self._write_lock:
             self._writer.close()
         conn = getattr(self._local, "conn", None)
@@ -638,13 +748,28 @@ class _Writer:
     """One batch inside the writer's transaction."""
 
     def __init__(
-        self, db: sqlite3.Connection, batch: WriteBatch, next_seq: Callable[[], int]
+        self,
+        db: sqlite3.Connection,
+        batch: WriteBatch,
+        next_seq: Callable[[], int],
+        facets: _Facets,
     ) -> None:
         self.db = db
         self.batch = batch
         self.next_seq = next_seq
+        self.facets = facets
         self.out = WriteOutcome()
         self.counts: dict[str, int] = dict(batch.counters)
+        # (facet, block, day) and (block, day) deltas, written once per batch.
+        self.facet_counts: dict[tuple[int, int, str], int] = {}
+        self.day_counts: dict[tuple[int, str], int] = {}
+
+    def bump_facet(self, facet: int, n: int, event_time: str, by: int, days: bool) -> None:
+        key = (facet, n >> BLOCK_BITS, event_time[:10])
+        self.facet_counts[key] = self.facet_counts.get(key, 0) + by
+        if days:
+            day = key[1:]
+            self.day_counts[day] = self.day_counts.get(day, 0) + by
 
     def bump(self, name: str, by: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + by
@@ -773,11 +898,15 @@ class _Writer:
             )
             return
         dtype = drift_type(d.category)
-        db.execute(
+        facet = self.facets.id(
+            db, (d.severity, d.status, d.kind.value, dtype, d.provider or "", d.resource_type or "")
+        )
+        actor = d.actor.user_name or d.actor.key
+        cur = db.execute(
             "INSERT INTO drifts (id, event_id, kind, severity, category, provider,"
             " resource_type, resource_id, resource_address, field, actor, status, event_time,"
-            " detected_at, body, occurrences, last_seen, updated_at, dedup_key, drift_type)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,1,?,?,?,?)",
+            " detected_at, body, occurrences, last_seen, updated_at, dedup_key, drift_type,"
+            " facet) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,1,?,?,?,?,?)",
             (
                 d.id,
                 d.event_id,
@@ -789,7 +918,7 @@ class _Writer:
                 d.resource_id,
                 d.resource_address,
                 d.field,
-                d.actor.user_name or d.actor.key,
+                actor,
                 d.status,
                 d.event_time,
                 d.detected_at,
@@ -798,8 +927,10 @@ class _Writer:
                 d.detected_at,
                 key,
                 dtype,
+                facet,
             ),
         )
+        self.bump_facet(facet, cur.lastrowid or 0, d.event_time, 1, days=True)
         self.out.new_drifts.add(d.id)
         self.bump("drifts.total")
         for col, value in (
@@ -809,17 +940,20 @@ class _Writer:
             ("drift_type", dtype),
             ("provider", d.provider),
             ("resource_type", d.resource_type),
+            ("actor", actor),
         ):
             self.bump(f"drifts.{col}.{value}")
 
     def _status(self, change: StatusChange) -> dict[str, Any]:
         db = self.db
         row = db.execute(
-            f"SELECT {_DRIFT_COLS} FROM drifts WHERE id = ?", (change.drift_id,)
+            f"SELECT {_DRIFT_COLS}, n, facet, event_time FROM drifts WHERE id = ?",
+            (change.drift_id,),
         ).fetchone()
         if row is None:
             raise LifecycleError("NOT_FOUND", f"Drift with ID '{change.drift_id}' not found")
-        current = _drift_row(row)
+        n, old_facet, event_time = row[-3:]
+        current = _drift_row(row[:-3])
         old = current["status"]
         if change.status not in STATUSES:
             raise LifecycleError("VALIDATION_ERROR", f"status must be one of {', '.join(STATUSES)}")
@@ -831,10 +965,15 @@ class _Writer:
                 f"{old} to {change.status}; allowed: {allowed}",
             )
         at = self.batch.received_at
+        values = list(self.facets.values[old_facet])
+        values[FACET_COLS.index("status")] = change.status
+        new_facet = self.facets.id(db, tuple(values))
         db.execute(
-            "UPDATE drifts SET status = ?, updated_at = ? WHERE id = ?",
-            (change.status, at, change.drift_id),
+            "UPDATE drifts SET status = ?, updated_at = ?, facet = ? WHERE id = ?",
+            (change.status, at, new_facet, change.drift_id),
         )
+        self.bump_facet(old_facet, n, event_time, -1, days=False)
+        self.bump_facet(new_facet, n, event_time, 1, days=False)
         db.execute(
             "INSERT INTO history VALUES (?,?,?,?,?)",
             (change.drift_id, at, old, change.status, change.note),
@@ -931,11 +1070,15 @@ class _Writer:
         self, where: str, args: tuple[Any, ...], chunk: int, pruned: dict[str, int]
     ) -> None:
         cols = ", ".join(COUNTED)
-        rows = self.db.execute(
-            f"SELECT id, {cols} FROM drifts WHERE {where} LIMIT ?", (*args, chunk)
+        full = self.db.execute(
+            f"SELECT id, {cols}, n, facet, event_time FROM drifts WHERE {where} LIMIT ?",
+            (*args, chunk),
         ).fetchall()
-        if not rows:
+        if not full:
             return
+        for row in full:
+            self.bump_facet(row[-2], row[-3], row[-1], -1, days=True)
+        rows = [row[:-3] for row in full]
         self.db.executemany("DELETE FROM drifts WHERE id = ?", [(r[0],) for r in rows])
         self.db.executemany("DELETE FROM occurrences WHERE parent = ?", [(r[0],) for r in rows])
         self.db.executemany("DELETE FROM history WHERE drift_id = ?", [(r[0],) for r in rows])
@@ -954,12 +1097,220 @@ class _Writer:
                 "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
                 rows,
             )
+        facet_rows = [(*k, v) for k, v in self.facet_counts.items() if v]
+        if facet_rows:
+            self.db.executemany(
+                "INSERT INTO facet_counts VALUES (?, ?, ?, ?) ON CONFLICT (facet, block, day)"
+                " DO UPDATE SET count = count + excluded.count",
+                facet_rows,
+            )
+        day_rows = [(*k, v) for k, v in self.day_counts.items() if v]
+        if day_rows:
+            self.db.executemany(
+                "INSERT INTO day_counts VALUES (?, ?, ?) ON CONFLICT (block, day)"
+                " DO UPDATE SET count = count + excluded.count",
+                day_rows,
+            )
+        # Emptied cells (status moves, pruning) go, so the tables stay as small as the data.
+        emptied = [r[:3] for r in facet_rows if r[3] < 0]
+        if emptied:
+            self.db.executemany(
+                "DELETE FROM facet_counts WHERE facet = ? AND block = ? AND day = ? AND count = 0",
+                emptied,
+            )
+        emptied_days = [r[:2] for r in day_rows if r[2] < 0]
+        if emptied_days:
+            self.db.executemany(
+                "DELETE FROM day_counts WHERE block = ? AND day = ? AND count = 0", emptied_days
+            )
         if seq_mark is not None and self.out.messages:
             self.db.execute(
                 "INSERT INTO counters VALUES ('hub.seq', ?) "
                 "ON CONFLICT(name) DO UPDATE SET value = MAX(value, excluded.value)",
                 (self.out.messages[-1].seq,),
             )
+
+
+class _Facets:
+    """The writer's copy of the (small) facets table: values -> id and id -> values."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.ids: dict[tuple[str, ...], int] = {}
+        self.values: dict[int, tuple[str, ...]] = {}
+        for row in db.execute(f"SELECT id, {', '.join(FACET_COLS)} FROM facets"):
+            self.ids[tuple(row[1:])] = row[0]
+            self.values[row[0]] = tuple(row[1:])
+
+    def id(self, db: sqlite3.Connection, values: tuple[str, ...]) -> int:
+        """The facet id of these values, added (inside the caller's transaction) if new."""
+        found = self.ids.get(values)
+        if found is not None:
+            return found
+        cur = db.execute(
+            f"INSERT INTO facets ({', '.join(FACET_COLS)}) VALUES (?,?,?,?,?,?)", values
+        )
+        new = int(cur.lastrowid or 0)
+        self.ids[values] = new
+        self.values[new] = values
+        return new
+
+
+def _counter(db: sqlite3.Connection, name: str) -> int:
+    row = db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _offset_keys(
+    db: sqlite3.Connection,
+    hint: str,
+    where: str,
+    args: list[Any],
+    total: int,
+    offset: int,
+    limit: int,
+) -> list[int]:
+    """OFFSET paging that walks from whichever end of the set is nearer."""
+    if offset >= total:
+        return []
+    if offset + limit / 2 <= total / 2:
+        return [
+            r[0]
+            for r in db.execute(
+                f"SELECT n FROM drifts {hint}{where} ORDER BY n DESC LIMIT ? OFFSET ?",
+                [*args, limit, offset],
+            )
+        ]
+    count = min(limit, total - offset)
+    rev = [
+        r[0]
+        for r in db.execute(
+            f"SELECT n FROM drifts {hint}{where} ORDER BY n ASC LIMIT ? OFFSET ?",
+            [*args, count, total - offset - count],
+        )
+    ]
+    rev.reverse()
+    return rev
+
+
+def _facet_ids(db: sqlite3.Connection, eqs: dict[str, Any]) -> list[int] | None:
+    """Facet ids matching the equality filters; None when there are none (no restriction)."""
+    if not eqs:
+        return None
+    cond = " AND ".join(f"{c} = ?" for c in eqs)
+    return [r[0] for r in db.execute(f"SELECT id FROM facets WHERE {cond}", list(eqs.values()))]
+
+
+def _in_facets(ids: list[int]) -> str:
+    return f"facet IN ({','.join(map(str, ids)) or 'NULL'})"
+
+
+def _facet_where(
+    db: sqlite3.Connection, f: DriftFilter, eqs: dict[str, Any]
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    ids = _facet_ids(db, eqs)
+    if ids is not None:
+        clauses.append(_in_facets(ids))
+    if f.actor is not None:
+        clauses.append("actor = ?")
+        args.append(f.actor)
+    if f.since:
+        clauses.append("event_time >= ?")
+        args.append(f.since)
+    if f.until:
+        clauses.append("event_time <= ?")
+        args.append(f.until)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
+def _dated(t: str | None) -> bool:
+    """True when `t` is unset or starts with an ISO date (the day counters' key)."""
+    if not t:
+        return True
+    try:
+        date.fromisoformat(t[:10])
+    except ValueError:
+        return False
+    return True
+
+
+def _next_day(day: str) -> str:
+    return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+
+
+def _block_counts(
+    db: sqlite3.Connection, f: DriftFilter, eqs: dict[str, Any]
+) -> list[tuple[int, int]]:
+    """Matches per block of drift numbers, newest block first: whole days from the
+    counters, the partial days at the window's edges counted in the time index."""
+    ids = _facet_ids(db, eqs)
+    facet_sql = "" if ids is None else " AND " + _in_facets(ids)
+    lo_day = f.since[:10] if f.since else None
+    hi_day = f.until[:10] if f.until else None
+    day_sql, day_args = "", []
+    if lo_day is not None:
+        day_sql += " AND day > ?"
+        day_args.append(lo_day)
+    if hi_day is not None:
+        day_sql += " AND day < ?"
+        day_args.append(hi_day)
+    per: dict[int, int] = {}
+    table = "day_counts" if ids is None else "facet_counts"
+    for block, count in db.execute(
+        f"SELECT block, SUM(count) FROM {table} WHERE 1{facet_sql}{day_sql} GROUP BY block",
+        day_args,
+    ):
+        per[block] = per.get(block, 0) + count
+    edges = []  # the partial days, counted exactly: [day, next day) within the window
+    if lo_day is not None:
+        edges.append(lo_day)
+    if hi_day is not None and hi_day != lo_day:
+        edges.append(hi_day)
+    for day in edges:
+        for block, count in db.execute(
+            f"SELECT n >> {BLOCK_BITS}, COUNT(*) FROM drifts INDEXED BY drifts_time"
+            " WHERE event_time >= ? AND event_time < ? AND event_time >= ? AND event_time <= ?"
+            f"{facet_sql} GROUP BY 1",
+            (day, _next_day(day), f.since or "", f.until or "\uffff"),
+        ):
+            per[block] = per.get(block, 0) + count
+    return sorted(((b, c) for b, c in per.items() if c), reverse=True)
+
+
+def _located_keys(
+    db: sqlite3.Connection,
+    where: str,
+    args: list[Any],
+    blocks: list[tuple[int, int]],
+    offset: int,
+    limit: int,
+) -> list[int]:
+    """The page's keys, scanning only the blocks that hold them (the counts say which)."""
+    seen = 0
+    first: int | None = None
+    last: int | None = None
+    skip = 0
+    for block, count in blocks:
+        if first is None and seen + count > offset:
+            first, skip = block, offset - seen
+        if first is not None and seen + count >= offset + limit:
+            last = block
+            break
+        seen += count
+    if first is None:
+        return []
+    if last is None:
+        last = blocks[-1][0]
+    cond = where.replace(" WHERE ", " AND ", 1) if where else ""
+    return [
+        r[0]
+        for r in db.execute(
+            f"SELECT n FROM drifts INDEXED BY drifts_scan WHERE n BETWEEN ? AND ?{cond}"
+            " ORDER BY n DESC LIMIT ? OFFSET ?",
+            [last << BLOCK_BITS, ((first + 1) << BLOCK_BITS) - 1, *args, limit, skip],
+        )
+    ]
 
 
 def _drift_where(f: DriftFilter) -> tuple[str, list[Any]]:

@@ -264,6 +264,6 @@ def test_migration_from_schema_1(tmp_path: Path) -> None:
         d = store.drift("drift-old")
         assert d is not None and d["type"] == "security" and d["occurrences"] == 1
         assert store.summary()["total"] == 1 and store.summary()["by_severity"]["high"] == 1
-        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 4
     finally:
         store.close()
