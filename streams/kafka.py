@@ -171,6 +171,19 @@ class _Batch:
     items: list[Decoded]
     poison: list[tuple[Any, DecodeError]]
     count: int
+    spans: dict[TopicPartition, tuple[int, int]]  # each partition's slice of `items`
+
+    def only(self, keep: set[TopicPartition]) -> _Batch:
+        """The part of this batch for partitions still ours (a rebalance came in between)."""
+        records = {tp: r for tp, r in self.records.items() if tp in keep}
+        items: list[Decoded] = []
+        spans: dict[TopicPartition, tuple[int, int]] = {}
+        for tp in records:
+            start, end = self.spans[tp]
+            spans[tp] = (len(items), len(items) + end - start)
+            items.extend(self.items[start:end])
+        poison = [(m, e) for m, e in self.poison if TopicPartition(m.topic, m.partition) in keep]
+        return _Batch(records, items, poison, sum(r[2] for r in records.values()), spans)
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -250,7 +263,9 @@ class KafkaSource:
         self._stopping = asyncio.Event()
         # Held while a batch is handed over and while offsets are committed, so a rebalance
         # commits only what has been stored and never races a batch in flight.
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # held while a batch is being stored
+        # Commits cover finished batches only, so they need not wait for the one in hand.
+        self._commit_lock = asyncio.Lock()
         self._assigned: set[TopicPartition] = set()
         self._done: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int | None] = {}
@@ -419,38 +434,68 @@ class KafkaSource:
                 self.broker_ok = True
 
     async def _consume(self) -> None:
-        """Poll, hand over, commit, until stopping."""
+        """Poll, hand over, commit, until stopping.
+
+        One batch is stored while the next is polled and decoded (the store's commit is the
+        slow part of a hand-over); batches still reach `on_items` one at a time, in order.
+        """
         consumer = self._consumer
         assert consumer is not None
         store_delay = self.backoff_initial
         self._polled = False
-        while not self._stopping.is_set():
-            polled = await consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_batch)
-            self._polled = True
-            if polled:
-                self.broker_ok = True  # records are an answer too
-                async with self._lock:
-                    ok = await self._hand_over(consumer, polled)
-                if not ok:
-                    await self._pause(store_delay)
-                    store_delay = min(store_delay * 2, self.backoff_max)
-                    continue
-                store_delay = self.backoff_initial
-            if self._commit_due():
-                async with self._lock:
+        inflight: asyncio.Task[bool] | None = None
+        try:
+            while not self._stopping.is_set():
+                polled = await consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_batch)
+                self._polled = True
+                batch = None
+                if polled:
+                    self.broker_ok = True  # records are an answer too
+                    assigned = consumer.assignment()
+                    batch = self._decode_batch(
+                        {tp: msgs for tp, msgs in polled.items() if tp in assigned}
+                    )
+                if inflight is not None and (batch is not None or inflight.done()):
+                    ok, inflight = await inflight, None
+                    if not ok:
+                        if batch is not None:
+                            self._rewind(consumer, batch)
+                        await self._pause(store_delay)
+                        store_delay = min(store_delay * 2, self.backoff_max)
+                        continue
+                    store_delay = self.backoff_initial
+                if batch is not None:
+                    for tp, (_, last, _) in batch.records.items():
+                        self._position[tp] = last + 1
+                    await self._lock.acquire()
+                    inflight = asyncio.create_task(self._hand_over(consumer, batch))
+                if self._commit_due():
                     await self._commit(consumer, self._assigned)
+        finally:
+            if inflight is not None:
+                # Let the batch in hand finish storing (or fail and be read again).
+                await asyncio.gather(inflight, return_exceptions=True)
 
-    async def _hand_over(self, consumer: AIOKafkaConsumer, polled: dict[Any, list[Any]]) -> bool:
-        assigned = consumer.assignment()
-        batch = self._decode_batch({tp: msgs for tp, msgs in polled.items() if tp in assigned})
-        for tp, (_, last, _) in batch.records.items():
-            self._position[tp] = last + 1
+    def _rewind(self, consumer: AIOKafkaConsumer, batch: _Batch) -> None:
+        """A batch polled after one that failed to store is read again too, from its start,
+        unless the failed batch already sought its partition further back."""
+        for tp, (first, _, _) in batch.records.items():
+            if self._position.get(tp, first) >= first:
+                consumer.seek(tp, first)
+                self._position[tp] = first
+
+    async def _hand_over(self, consumer: AIOKafkaConsumer, batch: _Batch) -> bool:
+        """Store one decoded batch; runs holding the lock (taken by the caller) so that a
+        rebalance waits for it before committing."""
+        if any(tp not in self._assigned for tp in batch.records):
+            batch = batch.only(self._assigned)
         try:
             for msg, error in batch.poison:
                 await self._dead_letter(msg, error)
             if batch.items:
                 await self.on_items(batch.items)
         except asyncio.CancelledError:
+            self._lock.release()
             raise
         except Exception as exc:
             # Nothing of this batch is done: read it again after a pause.
@@ -459,10 +504,13 @@ class KafkaSource:
             for tp, (first, _, _) in batch.records.items():
                 consumer.seek(tp, first)
                 self._position[tp] = first
+            self._lock.release()
             return False
         self._dead_marks.clear()
+        assigned = self._assigned
         for tp, (_, last, _) in batch.records.items():
-            self._done[tp] = last + 1
+            if tp in assigned:  # a partition revoked meanwhile is not ours to commit
+                self._done[tp] = last + 1
         self.records += batch.count
         self.items += len(batch.items)
         self.batches += 1
@@ -470,6 +518,7 @@ class KafkaSource:
         for item in batch.items:
             if isinstance(item, DecodeError):
                 self.rejected[item.reason] += 1
+        self._lock.release()
         return True
 
     def _decode_batch(self, polled: Mapping[TopicPartition, list[Any]]) -> _Batch:
@@ -477,9 +526,11 @@ class KafkaSource:
         items: list[Decoded] = []
         poison: list[tuple[Any, DecodeError]] = []
         count = 0
+        spans: dict[TopicPartition, tuple[int, int]] = {}
         for tp, msgs in polled.items():
             if not msgs:
                 continue
+            start = len(items)
             records[tp] = (msgs[0].offset, msgs[-1].offset, len(msgs))
             count += len(msgs)
             decoder = self._decoder(self.topics.get(tp.topic, "auto"))
@@ -491,7 +542,8 @@ class KafkaSource:
                         first_error = item
                 if first_error is not None:
                     poison.append((msg, first_error))
-        return _Batch(records, items, poison, count)
+            spans[tp] = (start, len(items))
+        return _Batch(records, items, poison, count, spans)
 
     def _decoder(self, fmt: str) -> DocDecoder:
         found = self._decoders.get(fmt)
@@ -540,6 +592,12 @@ class KafkaSource:
         self, consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]
     ) -> None:
         """Commit what is stored for `partitions`; a failure is counted and retried later."""
+        async with self._commit_lock:
+            await self._commit_now(consumer, partitions)
+
+    async def _commit_now(
+        self, consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]
+    ) -> None:
         assigned = consumer.assignment()
         offsets = {
             tp: self._done[tp]
