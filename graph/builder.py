@@ -625,11 +625,6 @@ class GraphBuilder:
             },
         }
 
-    def node_value(self, nid: str) -> NodeValue | None:
-        attrs = self.g._node.get(nid)
-        value: NodeValue | None = None if attrs is None else attrs["v"]
-        return value
-
     def live_ids(self, kind: str) -> Iterable[str]:
         """Node ids of one type in insertion order (resources in state order)."""
         if kind == RESOURCE:

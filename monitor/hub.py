@@ -169,12 +169,23 @@ class Hub:
 
     def deliver(self, messages: Iterable[Message]) -> None:
         """Hand messages (made by `message`, already stored) to every subscriber."""
-        lagged: list[Subscriber] = []
-        subs = list(self.subscribers.values())
-        for msg in messages:
+        batch = list(messages)
+        for msg in batch:
             self.buffer.append(msg)
             if msg.seq > self._head:
                 self._head = msg.seq
+        self._fan_out(batch)
+
+    def publish_ephemeral(self, topic: str, type_: str, payload: dict[str, Any]) -> Message:
+        """Deliver a message that is not stored and cannot be resumed (graph deltas, stats)."""
+        msg = Message(self._head, topic, type_, self.clock(), payload, durable=False)
+        self._fan_out([msg])
+        return msg
+
+    def _fan_out(self, messages: list[Message]) -> None:
+        lagged: list[Subscriber] = []
+        subs = list(self.subscribers.values())
+        for msg in messages:
             self.published += 1
             for sub in subs:
                 if not sub.offer(msg):
@@ -182,19 +193,6 @@ class Hub:
         for sub in lagged:
             if self.subscribers.pop(sub.id, None) is not None:
                 self.lagged_total += 1
-
-    def publish_ephemeral(self, topic: str, type_: str, payload: dict[str, Any]) -> Message:
-        """Deliver a message that is not stored and cannot be resumed (graph deltas, stats)."""
-        msg = Message(self._head, topic, type_, self.clock(), payload, durable=False)
-        lagged: list[Subscriber] = []
-        for sub in list(self.subscribers.values()):
-            if not sub.offer(msg):
-                lagged.append(sub)
-        for sub in lagged:
-            if self.subscribers.pop(sub.id, None) is not None:
-                self.lagged_total += 1
-        self.published += 1
-        return msg
 
     def publish(self, topic: str, type_: str, payload: dict[str, Any]) -> Message:
         msg = self.message(topic, type_, payload)

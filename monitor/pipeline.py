@@ -165,8 +165,6 @@ class Pipeline:
         self.observers: list[Observer] = []
         self.records = 0
         self.rejected: Counter[str] = Counter()
-        self.skipped: Counter[str] = Counter()
-        self.drift_kinds: Counter[str] = Counter()
 
     async def start(self) -> None:
         self.writer.start()
@@ -194,7 +192,6 @@ class Pipeline:
             result.changes += 1
             detection = detector.detect(item)
             if detection.skipped:
-                self.skipped[detection.skipped] += 1
                 skipped[detection.skipped] += 1
             if item.read_only and not self.store_readonly_events:
                 continue
@@ -218,8 +215,6 @@ class Pipeline:
             result.drift_ids = [d.id for d in new]
             result.repeats = len(outcome.merged_drifts)
             result.suppressed = len(outcome.suppressed_drifts)
-            for d in new:
-                self.drift_kinds[d.kind.value] += 1
             alerts = [a for a in batch.alerts if a.id in outcome.new_alerts]
             for observer in self.observers:
                 observer(changes, new, alerts)

@@ -13,7 +13,6 @@ import orjson
 
 SUPPORTED_VERSION = 4
 REDACTED = "(sensitive)"
-STATE_SUFFIXES = (".tfstate", ".tfstate.backup")
 _SECRET = re.compile(
     r"(^|_)(password|passwd|secret|private_key|token|credentials?|api_key|auth_key|key_material"
     r"|ses_smtp_password(_v4)?|connection_string|sas|access_key_secret)($|_)"

@@ -34,7 +34,6 @@ from streams.files import RawDoc, parse_documents
 log = logging.getLogger("driftline.kafka")
 
 FORMATS = ("cloudtrail", "falco", "k8s_audit", "gcp_audit", "azure_activity", "auto")
-DEFAULT_GROUP = "driftline"
 # Formats whose decoders live in their own modules, imported on first use.
 _LAZY_DECODERS: dict[str, str] = {
     "k8s_audit": "streams.k8s_audit",

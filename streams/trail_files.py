@@ -416,10 +416,6 @@ class TrailFileSource(ABC):
         self._stopping.clear()  # a later poll_once() or start() works again
         self._state = "stopped"
 
-    def wake(self) -> None:
-        """Poll now instead of at the end of the interval."""
-        self._wake.set()
-
     async def next_poll(self) -> None:
         """Return when the next poll (started after this call) has finished."""
         async with self._polled:
