@@ -63,6 +63,10 @@ class Config:
     kafka_group: str = "driftline"
     kafka_dlq_topic: str | None = None
     kafka_max_batch: int = 500
+    kafka_max_inflight: int = 16  # batches being stored at once (the store groups them)
+    kafka_commit_every: int = 5000  # records stored before offsets are committed ...
+    kafka_commit_interval: float = 1.0  # ... or seconds, whichever comes first
+    kafka_triage: bool = True  # read-only records judged by a worker process, not the loop
     kafka_offset_reset: str = "earliest"
     kafka_security_protocol: str | None = None  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
     kafka_sasl_mechanism: str | None = None
@@ -137,8 +141,11 @@ class Config:
             raise ConfigError("kafka_bootstrap: declare topics with --kafka-topic FORMAT:TOPIC")
         if self.kafka_offset_reset not in ("earliest", "latest"):
             raise ConfigError("kafka_offset_reset: must be earliest or latest")
-        if self.kafka_max_batch <= 0:
-            raise ConfigError("kafka_max_batch: must be positive")
+        for name in ("kafka_max_batch", "kafka_max_inflight", "kafka_commit_every"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be positive")
+        if self.kafka_commit_interval <= 0:
+            raise ConfigError("kafka_commit_interval: must be a positive number of seconds")
         if self.falco_grpc_mode not in ("sub", "get"):
             raise ConfigError(f"falco_grpc_mode: {self.falco_grpc_mode!r} must be sub or get")
         for name in ("falco_grpc_ca", "falco_grpc_cert", "falco_grpc_key"):

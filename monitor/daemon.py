@@ -189,7 +189,7 @@ class Daemon:
     ) -> None:
         """Keep a record a source could not decode (Kafka's poison records)."""
         letter = DeadLetter("kafka", topic, partition, offset, key, value, reason, self.clock())
-        await asyncio.to_thread(self.store.dead_letter, letter)
+        await self.pipeline.dead_letter(letter)
 
     def retention(self) -> Retention:
         now = datetime.now(UTC)

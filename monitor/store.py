@@ -2,7 +2,8 @@
 
 `Store` is the interface a PostgreSQL backend would implement; `SqliteStore` is the embedded
 default. Writes are idempotent on ids (at-least-once in, exactly-once out) and happen in one
-writer thread with group commit; readers use their own connections and never block it.
+writer with group commit (statements on the event loop, COMMIT on a thread: `stage` then
+`commit_staged`); readers use their own connections and never block it.
 """
 
 from __future__ import annotations
@@ -225,6 +226,7 @@ class WriteBatch:
     messages: list[PendingMessage] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     status_changes: list[StatusChange] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
     retention: Retention | None = None
     received_at: str = ""
 
@@ -238,6 +240,7 @@ class WriteOutcome:
     messages: list[Message] = field(default_factory=list)
     status_results: list[dict[str, Any] | LifecycleError] = field(default_factory=list)
     pruned: dict[str, int] = field(default_factory=dict)
+    dead_lettered: int = 0  # dead letters not kept before
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,11 +284,19 @@ class EventFilter:
 
 
 class Store(Protocol):
-    """What the daemon needs from storage. Methods block; callers run them off the loop."""
+    """What the daemon needs from storage. Methods block; callers run reads off the loop.
+
+    A write is `stage` (the statements, in a transaction left open) then `commit_staged`
+    (which makes it durable and may run on another thread); `write` does both.
+    """
 
     def write(
         self, batches: Sequence[WriteBatch], next_seq: Callable[[], int]
     ) -> list[WriteOutcome]: ...
+    def stage(
+        self, batches: Sequence[WriteBatch], next_seq: Callable[[], int]
+    ) -> list[WriteOutcome]: ...
+    def commit_staged(self) -> None: ...
     def drifts(self, f: DriftFilter, page: int, limit: int) -> tuple[list[dict[str, Any]], int]: ...
     def drift(self, drift_id: str) -> dict[str, Any] | None: ...
     def drift_detail(self, drift_id: str) -> dict[str, Any] | None: ...
@@ -407,19 +418,44 @@ class SqliteStore:
         """Store batches in one transaction (group commit). Messages get sequence numbers
         from `next_seq` and are stored with them; they are returned, in order, to be
         published once this returns."""
-        outcomes: list[WriteOutcome] = []
-        with self._write_lock:
-            db = self._writer
+        outcomes = self.stage(batches, next_seq)
+        self.commit_staged()
+        return outcomes
+
+    def stage(
+        self, batches: Sequence[WriteBatch], next_seq: Callable[[], int]
+    ) -> list[WriteOutcome]:
+        """The statements of `write`, in a transaction left open: `commit_staged` must
+        follow (from any thread), and no other write starts until it has."""
+        self._write_lock.acquire()
+        db = self._writer
+        try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                for batch in batches:
-                    outcomes.append(_Writer(db, batch, next_seq, self._facets).run())
-                db.execute("COMMIT")
+                return [_Writer(db, b, next_seq, self._facets).run() for b in batches]
             except BaseException:
-                db.execute("ROLLBACK")
-                self._facets = _Facets(db)  # forget facets the rolled-back work added
+                self._rollback()
                 raise
-        return outcomes
+        except BaseException:
+            self._write_lock.release()
+            raise
+
+    def commit_staged(self) -> None:
+        """Make what `stage` wrote durable (COMMIT syncs per `synchronous`); on failure
+        nothing of it is kept."""
+        try:
+            self._writer.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        finally:
+            self._write_lock.release()
+
+    def _rollback(self) -> None:
+        db = self._writer
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        self._facets = _Facets(db)  # forget facets the rolled-back work added
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -654,29 +690,8 @@ class SqliteStore:
 
     def dead_letter(self, letter: DeadLetter) -> bool:
         """Keep a poison record (its first MiB) with its reason; False if already kept."""
-        value = letter.value or b""
-        with self._write_lock:
-            cur = self._writer.execute(
-                'INSERT OR IGNORE INTO dead_letters (source, topic, partition, "offset", key,'
-                " value, value_size, reason, at) VALUES (?,?,?,?,?,?,?,?,?)",
-                (
-                    letter.source,
-                    letter.topic,
-                    letter.partition,
-                    letter.offset,
-                    letter.key,
-                    value[:DEAD_LETTER_MAX_BYTES],
-                    len(value),
-                    letter.reason,
-                    letter.at,
-                ),
-            )
-            if cur.rowcount:
-                self._writer.execute(
-                    "INSERT INTO counters VALUES ('dead_letters.total', 1) "
-                    "ON CONFLICT(name) DO UPDATE SET value = value + 1"
-                )
-        return bool(cur.rowcount)
+        [outcome] = self.write([WriteBatch(dead_letters=[letter])], lambda: 0)
+        return outcome.dead_lettered > 0
 
     def dead_letters(self, page: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         db = self._reader()
@@ -782,6 +797,8 @@ class _Writer:
     def run(self) -> WriteOutcome:
         b = self.batch
         self._events()
+        for letter in b.dead_letters:
+            self._dead_letter(letter)
         for d in b.drifts:
             self._drift(d)
         for change in b.status_changes:
@@ -801,6 +818,27 @@ class _Writer:
             self.counts["hub.seq"] = 0  # marker: set below, not added
         self._flush_counters()
         return self.out
+
+    def _dead_letter(self, letter: DeadLetter) -> None:
+        value = letter.value or b""
+        cur = self.db.execute(
+            'INSERT OR IGNORE INTO dead_letters (source, topic, partition, "offset", key,'
+            " value, value_size, reason, at) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                letter.source,
+                letter.topic,
+                letter.partition,
+                letter.offset,
+                letter.key,
+                value[:DEAD_LETTER_MAX_BYTES],
+                len(value),
+                letter.reason,
+                letter.at,
+            ),
+        )
+        if cur.rowcount:
+            self.out.dead_lettered += 1
+            self.bump("dead_letters.total")
 
     def _events(self) -> None:
         b, db = self.batch, self.db

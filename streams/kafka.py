@@ -6,6 +6,11 @@ dead-letter callback (and optional DLQ topic) and then counts as done, so it nev
 partition. A broker that goes away, or a store that fails, is retried with backoff; a failed
 batch is sought back and read again, so nothing is lost and the idempotent store keeps the
 output exactly-once.
+
+Up to `max_inflight` batches are handed to `on_items` before the first of them has returned,
+so a store with group commit can write several in one transaction. Calls are made in poll
+order and a batch counts as done only once every batch before it is done; `on_items` keeps
+that order for its writes if it queues them before its first `await` (Pipeline.ingest does).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import inspect
 import logging
 import time
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -27,9 +32,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.helpers import create_ssl_context
 
-from streams.decode import Decoded, decode_document
+from streams.decode import Decoded, SkippedChange, decode_document
 from streams.errors import DecodeError
 from streams.files import RawDoc, parse_documents
+from streams.triage import DECODE, SKIPPED, TriageUnavailable, TriageWorker
 
 log = logging.getLogger("driftline.kafka")
 
@@ -164,25 +170,20 @@ def decode_value(
 
 @dataclass(frozen=True, slots=True)
 class _Batch:
-    """The records of one poll, per partition, with what they decoded to."""
+    """The records of one poll, per partition, and the triage worker's answer for them."""
 
     records: dict[TopicPartition, tuple[int, int, int]]  # first offset, last offset, count
-    items: list[Decoded]
-    poison: list[tuple[Any, DecodeError]]
+    polled: dict[TopicPartition, list[Any]]
     count: int
-    spans: dict[TopicPartition, tuple[int, int]]  # each partition's slice of `items`
+    codes: asyncio.Future[bytes] | None  # one triage code per record, in `polled` order
 
-    def only(self, keep: set[TopicPartition]) -> _Batch:
-        """The part of this batch for partitions still ours (a rebalance came in between)."""
-        records = {tp: r for tp, r in self.records.items() if tp in keep}
-        items: list[Decoded] = []
-        spans: dict[TopicPartition, tuple[int, int]] = {}
-        for tp in records:
-            start, end = self.spans[tp]
-            spans[tp] = (len(items), len(items) + end - start)
-            items.extend(self.items[start:end])
-        poison = [(m, e) for m, e in self.poison if TopicPartition(m.topic, m.partition) in keep]
-        return _Batch(records, items, poison, sum(r[2] for r in records.values()), spans)
+
+@dataclass(frozen=True, slots=True)
+class _Flight:
+    """A batch being handed over: `started` is set once its turn to call on_items came."""
+
+    task: asyncio.Task[bool]
+    started: asyncio.Event
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -208,9 +209,11 @@ class KafkaSource:
         *,
         dead_letter: DeadLetter | None = None,
         dlq_topic: str | None = None,
-        commit_every: int = 500,
+        commit_every: int = 5000,
         commit_interval: float = 1.0,
         max_batch: int = 500,
+        max_inflight: int = 16,
+        triage: bool = True,
         poll_interval: float = 0.2,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
@@ -231,8 +234,10 @@ class KafkaSource:
                 raise ValueError(f"kafka topic {topic!r}: unknown format {fmt!r}")
         if dlq_topic is not None and dlq_topic in topics:
             raise ValueError(f"kafka: the DLQ topic {dlq_topic!r} is also consumed")
-        if commit_every < 1 or max_batch < 1 or commit_interval <= 0:
-            raise ValueError("kafka: commit_every, max_batch and commit_interval must be > 0")
+        if commit_every < 1 or max_batch < 1 or max_inflight < 1 or commit_interval <= 0:
+            raise ValueError(
+                "kafka: commit_every, max_batch, max_inflight and commit_interval must be > 0"
+            )
         self.bootstrap = bootstrap
         self.topics = dict(topics)
         self.group_id = group_id
@@ -242,6 +247,8 @@ class KafkaSource:
         self.commit_every = commit_every
         self.commit_interval = commit_interval
         self.max_batch = max_batch
+        self.max_inflight = max_inflight
+        self.triage = triage
         self.poll_ms = max(1, int(poll_interval * 1000))
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -260,9 +267,14 @@ class KafkaSource:
         self._task: asyncio.Task[None] | None = None
         self._probe_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        # Held while a batch is handed over and while offsets are committed, so a rebalance
-        # commits only what has been stored and never races a batch in flight.
-        self._lock = asyncio.Lock()  # held while a batch is being stored
+        # Batches handed to on_items and not finished yet, oldest first.
+        self._inflight: deque[_Flight] = deque()
+        # Held by a rebalance or a close while it waits for the batches in flight and
+        # commits: no new batch starts meanwhile, so only what was stored is committed.
+        self._gate = asyncio.Lock()
+        self._triage: TriageWorker | None = None
+        self._triage_retry = 0.0  # when a triage worker that went away may be started again
+        self._format_codes = {fmt: FORMATS.index(fmt) for fmt in FORMATS}
         # Commits cover finished batches only, so they need not wait for the one in hand.
         self._commit_lock = asyncio.Lock()
         self._assigned: set[TopicPartition] = set()
@@ -277,6 +289,7 @@ class KafkaSource:
         self.state = "stopped"
         self.records = 0
         self.items = 0
+        self.triaged = 0  # records the triage worker found read-only
         self.batches = 0
         self.rejected: Counter[str] = Counter()
         self.dead_lettered = 0
@@ -346,6 +359,8 @@ class KafkaSource:
             "dlq_topic": self.dlq_topic,
             "records": self.records,
             "items": self.items,
+            "triage": self._triage is not None and self._triage.alive,
+            "triaged": self.triaged,
             "batches": self.batches,
             "rejected": dict(self.rejected),
             "dead_lettered": self.dead_lettered,
@@ -433,77 +448,114 @@ class KafkaSource:
                 self.broker_ok = True
 
     async def _consume(self) -> None:
-        """Poll, hand over, commit, until stopping.
+        """Poll, decode, hand over, commit, until stopping.
 
-        One batch is stored while the next is polled and decoded (the store's commit is the
-        slow part of a hand-over); batches still reach `on_items` one at a time, in order.
+        Batches are polled and decoded while up to `max_inflight` earlier ones are being
+        stored (the store's commit is the slow part of a hand-over).
         """
         consumer = self._consumer
         assert consumer is not None
         store_delay = self.backoff_initial
         self._polled = False
-        inflight: asyncio.Task[bool] | None = None
+        inflight = self._inflight
+        committing: asyncio.Task[None] | None = None
         try:
             while not self._stopping.is_set():
+                failed = False
+                while inflight and inflight[0].task.done():
+                    failed |= not inflight.popleft().task.result()
+                if failed:
+                    # Every later batch fails after it (each rewinds itself): wait for them,
+                    # then back off before reading the failed records again.
+                    await asyncio.gather(*(f.task for f in inflight))
+                    inflight.clear()
+                    await self._pause(store_delay)
+                    store_delay = min(store_delay * 2, self.backoff_max)
+                    continue
+                if self._commit_due() and (committing is None or committing.done()):
+                    # In the background: polling goes on during the broker's round trip.
+                    committing = asyncio.create_task(self._commit(consumer, self._assigned))
+                if len(inflight) >= self.max_inflight:
+                    # Wake for the commit interval too: a slow head must not hold commits.
+                    await asyncio.wait([inflight[0].task], timeout=self.commit_interval)
+                    store_delay = self.backoff_initial
+                    continue
                 polled = await consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_batch)
                 self._polled = True
-                batch = None
                 if polled:
                     self.broker_ok = True  # records are an answer too
                     assigned = consumer.assignment()
-                    batch = self._decode_batch(
-                        {tp: msgs for tp, msgs in polled.items() if tp in assigned}
+                    batch = await self._batch(
+                        {tp: msgs for tp, msgs in polled.items() if tp in assigned and msgs}
                     )
-                if inflight is not None and (batch is not None or inflight.done()):
-                    ok, inflight = await inflight, None
-                    if not ok:
-                        if batch is not None:
-                            self._rewind(consumer, batch)
-                        await self._pause(store_delay)
-                        store_delay = min(store_delay * 2, self.backoff_max)
-                        continue
-                    store_delay = self.backoff_initial
-                if batch is not None:
-                    for tp, (_, last, _) in batch.records.items():
-                        self._position[tp] = last + 1
-                    await self._lock.acquire()
-                    inflight = asyncio.create_task(self._hand_over(consumer, batch))
-                if self._commit_due():
-                    await self._commit(consumer, self._assigned)
+                    if batch.count:
+                        async with self._gate:  # not while a rebalance is committing
+                            self._start(consumer, batch)
         finally:
-            if inflight is not None:
-                # Let the batch in hand finish storing (or fail and be read again).
-                await asyncio.gather(inflight, return_exceptions=True)
+            # Let the batches in hand finish storing (or fail and be read again).
+            await asyncio.gather(*(f.task for f in inflight), return_exceptions=True)
+            inflight.clear()
+            if committing is not None:
+                await asyncio.gather(committing, return_exceptions=True)
+
+    def _start(self, consumer: AIOKafkaConsumer, batch: _Batch) -> None:
+        for tp, (_, last, _) in batch.records.items():
+            self._position[tp] = last + 1
+        prev = self._inflight[-1] if self._inflight else None
+        started = asyncio.Event()
+        task = asyncio.create_task(self._hand_over(consumer, batch, prev, started))
+        self._inflight.append(_Flight(task, started))
 
     def _rewind(self, consumer: AIOKafkaConsumer, batch: _Batch) -> None:
-        """A batch polled after one that failed to store is read again too, from its start,
-        unless the failed batch already sought its partition further back."""
+        """Read a batch again from its start, unless a batch before it that failed already
+        sought its partition further back."""
         for tp, (first, _, _) in batch.records.items():
-            if self._position.get(tp, first) >= first:
+            if tp in self._assigned and self._position.get(tp, first) >= first:
                 consumer.seek(tp, first)
                 self._position[tp] = first
 
-    async def _hand_over(self, consumer: AIOKafkaConsumer, batch: _Batch) -> bool:
-        """Store one decoded batch; runs holding the lock (taken by the caller) so that a
-        rebalance waits for it before committing."""
-        if any(tp not in self._assigned for tp in batch.records):
-            batch = batch.only(self._assigned)
+    async def _hand_over(
+        self,
+        consumer: AIOKafkaConsumer,
+        batch: _Batch,
+        prev: _Flight | None,
+        started: asyncio.Event,
+    ) -> bool:
+        """Store one decoded batch; it is done only when the batch before it (`prev`) is.
+
+        False when it, or a batch before it, failed: it has then been sought back.
+        """
+        stored = True
+        items: list[Decoded] = []
         try:
-            for msg, error in batch.poison:
+            codes = await self._codes(batch)
+            if prev is not None:
+                await prev.started.wait()  # on_items is called in poll order
+            # Partitions a rebalance took meanwhile are left to their new owner.
+            items, poison = self._decode(batch, codes, self._assigned)
+            if poison and prev is not None:
+                # Dead letters are written only after everything before them is done (a
+                # repeat must not write them twice).
+                await asyncio.wait([prev.task])
+            for msg, error in poison:
                 await self._dead_letter(msg, error)
-            if batch.items:
-                await self.on_items(batch.items)
+            started.set()  # the next batch may call on_items once this call has begun
+            if items:
+                await self.on_items(items)
         except asyncio.CancelledError:
-            self._lock.release()
             raise
         except Exception as exc:
-            # Nothing of this batch is done: read it again after a pause.
+            # Nothing of this batch is done: it is read again after a pause.
+            stored = False
             self.store_failures += 1
             self._error("storing a kafka batch failed; it will be read again", exc)
-            for tp, (first, _, _) in batch.records.items():
-                consumer.seek(tp, first)
-                self._position[tp] = first
-            self._lock.release()
+        finally:
+            started.set()
+        if prev is not None:
+            await asyncio.wait([prev.task])
+            stored = stored and not prev.task.cancelled() and prev.task.result()
+        if not stored:
+            self._rewind(consumer, batch)
             return False
         self._dead_marks.clear()
         assigned = self._assigned
@@ -511,29 +563,81 @@ class KafkaSource:
             if tp in assigned:  # a partition revoked meanwhile is not ours to commit
                 self._done[tp] = last + 1
         self.records += batch.count
-        self.items += len(batch.items)
+        self.items += len(items)
         self.batches += 1
         self._uncommitted += batch.count
-        for item in batch.items:
+        for item in items:
             if isinstance(item, DecodeError):
                 self.rejected[item.reason] += 1
-        self._lock.release()
+            elif isinstance(item, SkippedChange):
+                self.triaged += 1
         return True
 
-    def _decode_batch(self, polled: Mapping[TopicPartition, list[Any]]) -> _Batch:
+    async def _batch(self, polled: dict[TopicPartition, list[Any]]) -> _Batch:
+        """One poll's records, sent to the triage worker (when there is one) at once."""
         records: dict[TopicPartition, tuple[int, int, int]] = {}
-        items: list[Decoded] = []
-        poison: list[tuple[Any, DecodeError]] = []
         count = 0
-        spans: dict[TopicPartition, tuple[int, int]] = {}
         for tp, msgs in polled.items():
-            if not msgs:
-                continue
-            start = len(items)
             records[tp] = (msgs[0].offset, msgs[-1].offset, len(msgs))
             count += len(msgs)
+        codes = None
+        worker = await self._triage_worker() if count else None
+        if worker is not None:
+            fmts = bytearray()
+            values: list[bytes | None] = []
+            for tp, msgs in polled.items():
+                fmts += bytes((self._format_codes[self.topics.get(tp.topic, "auto")],)) * len(msgs)
+                values.extend(m.value for m in msgs)
+            codes = worker.submit(bytes(fmts), values)
+        return _Batch(records, polled, count, codes)
+
+    async def _triage_worker(self) -> TriageWorker | None:
+        worker = self._triage
+        if worker is not None and worker.alive:
+            return worker
+        if not self.triage or self.clock() < self._triage_retry:
+            return None
+        if worker is not None:
+            await worker.stop()
+        worker = TriageWorker(FORMATS, self.max_record_bytes)
+        try:
+            await worker.start()
+        except OSError as exc:
+            self._error("starting the triage worker failed; decoding on the loop", exc)
+            self._triage_retry = self.clock() + self.backoff_max
+            return None
+        self._triage = worker
+        return worker
+
+    async def _codes(self, batch: _Batch) -> bytes | None:
+        if batch.codes is None:
+            return None
+        try:
+            return await batch.codes
+        except TriageUnavailable as exc:
+            # Decode this batch on the loop; start a new worker after a pause.
+            self._error("triage worker unavailable; decoding on the loop", exc)
+            self._triage_retry = self.clock() + self.backoff_initial
+            return None
+
+    def _decode(
+        self, batch: _Batch, codes: bytes | None, keep: set[TopicPartition]
+    ) -> tuple[list[Decoded], list[tuple[Any, DecodeError]]]:
+        """What the batch's records (of partitions in `keep`) decode to, and its poison."""
+        items: list[Decoded] = []
+        poison: list[tuple[Any, DecodeError]] = []
+        n = 0
+        for tp, msgs in batch.polled.items():
+            if tp not in keep:
+                n += len(msgs)
+                continue
             decoder = self._decoder(self.topics.get(tp.topic, "auto"))
             for msg in msgs:
+                code = codes[n] if codes is not None else DECODE
+                n += 1
+                if code != DECODE:
+                    items.append(SKIPPED[code])
+                    continue
                 first_error: DecodeError | None = None
                 for item in decode_value(msg.value, decoder, self.max_record_bytes):
                     items.append(item)
@@ -541,8 +645,7 @@ class KafkaSource:
                         first_error = item
                 if first_error is not None:
                     poison.append((msg, first_error))
-            spans[tp] = (start, len(items))
-        return _Batch(records, items, poison, count, spans)
+        return items, poison
 
     def _decoder(self, fmt: str) -> DocDecoder:
         found = self._decoders.get(fmt)
@@ -625,25 +728,26 @@ class KafkaSource:
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         consumer = self._consumer
-        try:
-            # Wait for the batch in hand, but not forever: a store that hangs must not hold
+        async with self._gate:
+            # Wait for the batches in hand, but not forever: a store that hangs must not hold
             # the whole group's rebalance (what is not committed is simply read again).
-            await asyncio.wait_for(self._lock.acquire(), self.commit_timeout)
-        except TimeoutError:
-            self._error("rebalance did not wait for a stuck batch", TimeoutError())
-            locked = False
-        else:
-            locked = True
-        try:
-            if locked and consumer is not None and revoked:
+            settled = await self._settle(self.commit_timeout)
+            if not settled:
+                self._error("rebalance did not wait for a stuck batch", TimeoutError())
+            elif consumer is not None and revoked:
                 await self._commit(consumer, revoked)
             for tp in revoked:
                 self._assigned.discard(tp)
                 for table in (self._done, self._committed, self._position):
                     table.pop(tp, None)
-        finally:
-            if locked:
-                self._lock.release()
+
+    async def _settle(self, timeout: float) -> bool:
+        """Wait until no batch is in flight; False if that took longer than `timeout`."""
+        pending = [f.task for f in self._inflight if not f.task.done()]
+        if not pending:
+            return True
+        _, late = await asyncio.wait(pending, timeout=timeout)
+        return not late
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.rebalances += 1
@@ -673,8 +777,9 @@ class KafkaSource:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             if commit and self._assigned:
-                async with self._lock:
-                    await self._commit(consumer, self._assigned)
+                async with self._gate:
+                    if await self._settle(self.commit_timeout):
+                        await self._commit(consumer, self._assigned)
             try:
                 await asyncio.wait_for(consumer.stop(), self.commit_timeout)
             except (KafkaError, TimeoutError, OSError) as exc:
@@ -686,6 +791,9 @@ class KafkaSource:
         self._dead_marks.clear()
         self._uncommitted = 0
         if self._stopping.is_set():
+            worker, self._triage = self._triage, None
+            if worker is not None:
+                await worker.stop()
             producer, self._producer = self._producer, None
             if producer is not None:
                 try:

@@ -145,6 +145,9 @@ def make_source(
         "backoff_initial": 0.05,
         "backoff_max": 1.0,
         "commit_timeout": 10.0,
+        # These tests follow records by event id; triage (tests/test_triage.py) hands
+        # read-only ones over without one.
+        "triage": False,
         **kw,
     }
     return KafkaSource(broker.bootstrap, topics, group, on_items, **options)
@@ -370,9 +373,10 @@ async def test_offsets_are_committed_only_after_on_items_returns(broker: Broker)
             raise RuntimeError("store unavailable")
 
     sink = Sink(store)
+    # One batch in flight at a time, so calls and batches match one to one.
     source = make_source(
         broker, {topic: "cloudtrail"}, group, sink, max_batch=10, commit_every=1,
-        commit_interval=0.01,
+        commit_interval=0.01, max_inflight=1,
     )  # fmt: skip
     async with running(source):
         await asyncio.wait_for(entered.wait(), 30)
@@ -395,6 +399,51 @@ async def test_offsets_are_committed_only_after_on_items_returns(broker: Broker)
     assert sink2.event_ids() == ids[20:]
 
 
+async def test_batches_in_flight_complete_in_order_and_a_failure_rewinds_later_ones(
+    broker: Broker,
+) -> None:
+    topic, group = unique("ct"), unique("g")
+    await create_topic(broker.bootstrap, topic, 1)
+    recs = invictus()[:60]
+    ids = [r["eventID"] for r in recs]
+    await produce(broker.bootstrap, topic, ct_values(recs), 0)
+    entries: list[str] = []  # the first event of each call, in the order calls began
+    gate = asyncio.Event()
+
+    async def store(n: int, items: list[Decoded]) -> None:
+        first = items[0]
+        assert isinstance(first, ChangeEvent)
+        entries.append(first.event_id)
+        if first.event_id == ids[10] and not gate.is_set():
+            await gate.wait()  # the second batch is slow, then fails once
+            raise RuntimeError("store unavailable")
+
+    sink = Sink(store)
+    source = make_source(
+        broker, {topic: "cloudtrail"}, group, sink, max_batch=10, commit_every=1,
+        commit_interval=0.01, max_inflight=4,
+    )  # fmt: skip
+    async with running(source):
+        # Batches 3 and 4 are stored while batch 2 is still in on_items ...
+        await sink.wait(lambda: {ids[20], ids[30]} <= set(sink.event_ids()))
+        assert entries[:4] == [ids[0], ids[10], ids[20], ids[30]]  # called in poll order
+        # ... but nothing past batch 2 is done, so nothing past it is committed.
+        await until_committed(broker.bootstrap, group, topic, {0: 10})
+        assert source.status()["partitions"][0]["processed"] == 10
+        gate.set()
+        await sink.wait(lambda: set(sink.event_ids()) == set(ids))
+        await until_committed(broker.bootstrap, group, topic, {0: 60})
+        status = source.status()
+    assert status["store_failures"] == 1
+    # Batch 1 was done, so batch 5 was polled while batch 2 hung. Batch 2 failed: it and
+    # the batches after it were read again from its first record.
+    assert [ids.index(e) for e in entries] == [0, 10, 20, 30, 40, 10, 20, 30, 40, 50]
+    stored = sink.event_ids()
+    assert all(stored.count(i) == 1 for i in ids[:20] + ids[50:])
+    assert all(stored.count(i) == 2 for i in ids[20:50])  # stored, then read again
+    assert status["records"] == 60
+
+
 async def test_rebalance_commits_what_is_stored_before_revoking(broker: Broker) -> None:
     topic, group = unique("ct"), unique("g")
     await create_topic(broker.bootstrap, topic, 2)
@@ -403,11 +452,11 @@ async def test_rebalance_commits_what_is_stored_before_revoking(broker: Broker) 
 
     async def slow_store(n: int, items: list[Decoded]) -> None:
         if n >= 10:
-            await asyncio.sleep(0.1)  # a loaded store: the second member joins mid-stream
+            await asyncio.sleep(0.4)  # a loaded store: the second member joins mid-stream
 
     first, second = Sink(slow_store), Sink()
     # No commit by count or time: only the rebalance (and the final stop) commit.
-    quiet = {"commit_every": 10**9, "commit_interval": 3600.0, "max_batch": 5}
+    quiet = {"commit_every": 10**9, "commit_interval": 3600.0, "max_batch": 5, "max_inflight": 4}
     a = make_source(broker, {topic: "cloudtrail"}, group, first, **quiet)
     b = make_source(broker, {topic: "cloudtrail"}, group, second, **quiet)
     async with running(a):
@@ -509,7 +558,7 @@ async def test_lag_per_partition_while_behind(broker: Broker) -> None:
         await gate.wait()
 
     sink = Sink(slow)
-    source = make_source(broker, {topic: "cloudtrail"}, group, sink, max_batch=10)
+    source = make_source(broker, {topic: "cloudtrail"}, group, sink, max_batch=10, max_inflight=1)
     async with running(source):
         await asyncio.wait_for(entered.wait(), 30)
         [part] = source.status()["partitions"]
@@ -672,7 +721,11 @@ async def test_consumer_killed_mid_stream_then_restarted(broker: Broker, tmp_pat
             first.update(msg.get("stored", ()))
             if msg.get("hang"):
                 break
-        committed = (await committed_offsets(broker.bootstrap, group, topic, 1))[0] or 0
+        committed = 0
+        deadline = time.monotonic() + 30
+        while not committed and time.monotonic() < deadline:  # commits run in the background
+            await asyncio.sleep(0.1)
+            committed = (await committed_offsets(broker.bootstrap, group, topic, 1))[0] or 0
         # Never committed past what is stored, and some stored records are not committed.
         assert 0 < committed < len(first)
     finally:
@@ -733,7 +786,7 @@ async def _child(bootstrap: str, topic: str, group: str, db: str, hang_after: in
     source = KafkaSource(
         bootstrap, {topic: "cloudtrail"}, group, ingest,
         consumer_options=dict(GROUP_OPTIONS), max_batch=100, commit_every=300,
-        commit_interval=3600, source_for=pipeline.detector.catalogue.source_for,
+        commit_interval=3600, source_for=pipeline.detector.catalogue.source_for, triage=False,
     )  # fmt: skip
     await source.start()
     await asyncio.Event().wait()
