@@ -274,7 +274,6 @@ class KafkaSource:
         self._gate = asyncio.Lock()
         self._triage: TriageWorker | None = None
         self._triage_retry = 0.0  # when a triage worker that went away may be started again
-        self._format_codes = {fmt: FORMATS.index(fmt) for fmt in FORMATS}
         # Commits cover finished batches only, so they need not wait for the one in hand.
         self._commit_lock = asyncio.Lock()
         self._assigned: set[TopicPartition] = set()
@@ -448,10 +447,10 @@ class KafkaSource:
                 self.broker_ok = True
 
     async def _consume(self) -> None:
-        """Poll, decode, hand over, commit, until stopping.
+        """Poll, hand over, commit, until stopping.
 
-        Batches are polled and decoded while up to `max_inflight` earlier ones are being
-        stored (the store's commit is the slow part of a hand-over).
+        Batches are polled (and sent to the triage worker) while up to `max_inflight`
+        earlier ones are being decoded and stored (the store's commit is the slow part).
         """
         consumer = self._consumer
         assert consumer is not None
@@ -463,7 +462,10 @@ class KafkaSource:
             while not self._stopping.is_set():
                 failed = False
                 while inflight and inflight[0].task.done():
-                    failed |= not inflight.popleft().task.result()
+                    if inflight.popleft().task.result():
+                        store_delay = self.backoff_initial
+                    else:
+                        failed = True
                 if failed:
                     # Every later batch fails after it (each rewinds itself): wait for them,
                     # then back off before reading the failed records again.
@@ -478,7 +480,6 @@ class KafkaSource:
                 if len(inflight) >= self.max_inflight:
                     # Wake for the commit interval too: a slow head must not hold commits.
                     await asyncio.wait([inflight[0].task], timeout=self.commit_interval)
-                    store_delay = self.backoff_initial
                     continue
                 polled = await consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_batch)
                 self._polled = True
@@ -521,7 +522,7 @@ class KafkaSource:
         prev: _Flight | None,
         started: asyncio.Event,
     ) -> bool:
-        """Store one decoded batch; it is done only when the batch before it (`prev`) is.
+        """Decode and store one batch; it is done only when the batch before it (`prev`) is.
 
         False when it, or a batch before it, failed: it has then been sought back.
         """
@@ -586,7 +587,7 @@ class KafkaSource:
             fmts = bytearray()
             values: list[bytes | None] = []
             for tp, msgs in polled.items():
-                fmts += bytes((self._format_codes[self.topics.get(tp.topic, "auto")],)) * len(msgs)
+                fmts += bytes((FORMATS.index(self.topics.get(tp.topic, "auto")),)) * len(msgs)
                 values.extend(m.value for m in msgs)
             codes = worker.submit(bytes(fmts), values)
         return _Batch(records, polled, count, codes)

@@ -26,12 +26,12 @@ import contextlib
 import logging
 import struct
 import sys
-from collections.abc import Sequence
-from typing import Any, BinaryIO
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO
 
 from monitor.detect import SKIP_FAILED, SKIP_READ_ONLY
 from monitor.model import ChangeEvent
-from streams.decode import SkippedChange
+from streams.decode import Decoded, SkippedChange
 
 log = logging.getLogger("driftline.triage")
 
@@ -57,11 +57,8 @@ def encode_request(formats: bytes, values: Sequence[bytes | None]) -> bytes:
     )
 
 
-def judge(value: bytes | None, decoder: Any, max_bytes: int) -> int:
-    """The code for one record value (what the loop would conclude, without the objects)."""
-    from streams.kafka import decode_value
-
-    items = decode_value(value, decoder, max_bytes)
+def judge(items: Iterator[Decoded]) -> int:
+    """The code for what one record value decodes to (what the loop would conclude)."""
     first = next(items, None)
     if type(first) is not ChangeEvent or next(items, None) is not None:
         return DECODE
@@ -72,7 +69,7 @@ def judge(value: bytes | None, decoder: Any, max_bytes: int) -> int:
 
 def serve(inp: BinaryIO, out: BinaryIO, formats: Sequence[str], max_bytes: int) -> None:
     """The worker loop: answer requests until the input closes."""
-    from streams.kafka import decoder_for
+    from streams.kafka import decode_value, decoder_for  # not at the top: kafka imports us
 
     decoders = [decoder_for(f) for f in formats]
 
@@ -101,7 +98,7 @@ def serve(inp: BinaryIO, out: BinaryIO, formats: Sequence[str], max_bytes: int) 
                 value = data[offset : offset + length]
                 offset += length
             try:
-                codes[i] = judge(value, decoders[fmts[i]], max_bytes)
+                codes[i] = judge(decode_value(value, decoders[fmts[i]], max_bytes))
             except Exception:  # the loop decodes it and reports whatever is wrong
                 codes[i] = DECODE
         out.write(codes)

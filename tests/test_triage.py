@@ -13,7 +13,6 @@ import orjson
 import pytest
 
 from monitor.hub import Hub
-from monitor.model import ChangeEvent
 from monitor.pipeline import Decoded, IngestResult, Pipeline
 from monitor.store import SqliteStore
 from streams.cloudtrail import decode_record
@@ -183,10 +182,3 @@ async def test_consumer_with_triage_stores_what_full_decoding_stores(
     assert fast["triaged"] > len(recs) // 2
     assert fast["records"] == plain["records"] == len(recs)
     assert "triage worker" in (fast["last_error"] or "")
-
-
-def test_skipped_changes_are_counted_like_the_detector_counts_them() -> None:
-    read_only = next(r for r in invictus() if r.get("readOnly") and not r.get("errorCode"))
-    event = decode_record(read_only)
-    assert isinstance(event, ChangeEvent)
-    assert SKIPPED[READ_ONLY].reason == build_detector().detect(event).skipped
