@@ -8,6 +8,7 @@ writer with group commit (statements on the event loop, COMMIT on a thread: `sta
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 import threading
@@ -332,6 +333,8 @@ class SqliteStore:
         self._facets = _Facets(self._writer)
         self._stop_checkpoints = threading.Event()
         self._checkpointer: threading.Thread | None = None
+        # Set by the checkpointer when the WAL has outgrown WAL_SIZE_LIMIT (see commit_staged).
+        self._wal_reset_due = False
         if self.path != ":memory:":
             # Commits only append to the WAL; copying it back into the database file (and
             # its fsyncs) happens on a thread of its own instead of inside every 1000th
@@ -354,12 +357,15 @@ class SqliteStore:
     def _checkpoints(self) -> None:
         conn = self._connect()
         try:
+            limit = WAL_SIZE_LIMIT // conn.execute("PRAGMA page_size").fetchone()[0]
             while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL):
                 # PASSIVE never waits for (or blocks) the writer or readers.
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error:
                     continue  # busy now; the next round catches up
+                if frames > limit:
+                    self._wal_reset_due = True
         finally:
             conn.close()
 
@@ -448,8 +454,24 @@ class SqliteStore:
         except BaseException:
             self._rollback()
             raise
+        else:
+            if self._wal_reset_due:
+                self._finish_checkpoint()
         finally:
             self._write_lock.release()
+
+    def _finish_checkpoint(self) -> None:
+        """Copy the last frames of a large WAL back while no write is open.
+
+        SQLite starts the WAL over only when a write begins after every frame has been
+        copied back. Under a steady stream of commits the checkpointer never sees that
+        moment, and the WAL (and the cost of every page lookup in it) grows without end.
+        The checkpointer has copied nearly all of it already, so this copies only what the
+        last commits added, and the next write starts the WAL over.
+        """
+        self._wal_reset_due = False
+        with contextlib.suppress(sqlite3.Error):  # a reader in the way: the next round
+            self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def _rollback(self) -> None:
         db = self._writer

@@ -507,3 +507,35 @@ def test_migration_from_schema_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         _check(built, DriftFilter(status="resolved", provider="aws"), 2)
     finally:
         store.close()
+
+
+def test_the_wal_starts_over_under_a_steady_stream_of_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite starts the WAL over only when a write begins after all of it was copied back;
+    back-to-back commits never leave the checkpointer that moment, so the writer finishes the
+    copy itself once the WAL is too big (without it, the WAL held every commit of the run)."""
+    limit = 256 * 1024
+    monkeypatch.setattr(store_mod, "WAL_SIZE_LIMIT", limit)
+    monkeypatch.setattr(store_mod, "CHECKPOINT_INTERVAL", 0.02)
+    rng, seq = random.Random(11), itertools.count(1)
+    batches = [
+        WriteBatch(
+            drifts=[make_drift(n, rng) for n in range(b * 40, (b + 1) * 40)], received_at="t"
+        )
+        for b in range(300)
+    ]
+    store = SqliteStore(tmp_path / "wal.db")
+    wal = tmp_path / "wal.db-wal"
+    sizes = []
+    try:
+        for batch in batches:  # back to back, as under a loaded consumer
+            store.write([batch], seq.__next__)
+            sizes.append(wal.stat().st_size)
+    finally:
+        store.close()
+    database = (tmp_path / "wal.db").stat().st_size
+    assert database > 8 * limit, "enough was written for an unbounded WAL to show"
+    # Each commit rewrites the pages it touches; a WAL that never starts over holds all of
+    # them, ten times the database here. Started over, it stays well below the database.
+    assert max(sizes) < database, (max(sizes), database)
