@@ -6,11 +6,12 @@ run, measures (a) a bare consumer that only reads and orjson-parses every value,
 production. Two more figures say where (b)'s time goes: KafkaSource with an on_items that
 does nothing (the Kafka side), and the same Pipeline fed the same records from memory (no
 Kafka at all). Produce time is not measured; each rate runs from the first records in hand
-to the last record done. KafkaSource runs with its production defaults (read-only triage in a
-worker process, 16 batches in flight); `--no-triage` decodes every record on the loop.
+to the last record done. KafkaSource runs with its production defaults (fetching and read-only
+triage in a worker process, 16 batches in flight); `--no-worker` fetches with the group
+consumer and decodes every record on the loop.
 
 python -m bench.kafka_throughput [--records 1000000] [--resources 10000] [--bootstrap H:P]
-    [--max-inflight 16] [--no-triage] [--rounds 1]
+    [--max-inflight 16] [--no-worker] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ async def consume(
         ingest,
         max_batch=args.max_batch,
         max_inflight=args.max_inflight,
-        triage=not args.no_triage,
+        worker=not args.no_worker,
         source_for=detector.catalogue.source_for,
         consumer_options={**FETCH, "session_timeout_ms": 2000, "heartbeat_interval_ms": 300},
     )
@@ -237,9 +238,13 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--resources", type=int, default=10_000)
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--max-batch", type=int, default=500)
+    ap.add_argument("--max-batch", type=int, default=2000)
     ap.add_argument("--max-inflight", type=int, default=16)
-    ap.add_argument("--no-triage", action="store_true", help="decode every record on the loop")
+    ap.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="fetch with the group consumer and decode every record on the loop",
+    )
     ap.add_argument("--compression", choices=("none", "lz4", "gzip"), default="none")
     ap.add_argument("--bootstrap", help="an existing broker (default: start Tansu)")
     asyncio.run(run(ap.parse_args()))

@@ -62,11 +62,11 @@ class Config:
     kafka_topics: list[str] = field(default_factory=list)  # FORMAT:TOPIC (bare TOPIC = auto)
     kafka_group: str = "driftline"
     kafka_dlq_topic: str | None = None
-    kafka_max_batch: int = 500
+    kafka_max_batch: int = 2000
     kafka_max_inflight: int = 16  # batches being stored at once (the store groups them)
     kafka_commit_every: int = 5000  # records stored before offsets are committed ...
     kafka_commit_interval: float = 1.0  # ... or seconds, whichever comes first
-    kafka_triage: bool = True  # read-only records judged by a worker process, not the loop
+    kafka_worker: bool = True  # fetch and judge read-only records in a worker process
     kafka_offset_reset: str = "earliest"
     kafka_security_protocol: str | None = None  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
     kafka_sasl_mechanism: str | None = None

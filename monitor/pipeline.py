@@ -177,7 +177,7 @@ class Pipeline:
         skipped: Counter[str] = Counter()
         detector = self.detector
         for item in items:
-            if isinstance(item, SkippedChange):  # judged by a triage worker: counted only
+            if isinstance(item, SkippedChange):  # judged by the fetch worker: counted only
                 result.accepted += 1
                 result.changes += 1
                 skipped[item.reason] += 1

@@ -39,13 +39,14 @@ def build_sources(
         ):
             if getattr(config, key):
                 client[option] = getattr(config, key)
-        if config.kafka_ssl_cafile:
-            import ssl
-
-            context = ssl.create_default_context(cafile=config.kafka_ssl_cafile)
-            if config.kafka_ssl_certfile:
-                context.load_cert_chain(config.kafka_ssl_certfile, config.kafka_ssl_keyfile)
-            client["ssl_context"] = context
+        # File names, not an SSLContext: the fetch worker process builds its own from them.
+        for key, option in (
+            ("kafka_ssl_cafile", "ssl_cafile"),
+            ("kafka_ssl_certfile", "ssl_certfile"),
+            ("kafka_ssl_keyfile", "ssl_keyfile"),
+        ):
+            if getattr(config, key):
+                client[option] = getattr(config, key)
         try:
             sources["kafka"] = KafkaSource(
                 config.kafka_bootstrap,
@@ -58,7 +59,7 @@ def build_sources(
                 max_inflight=config.kafka_max_inflight,
                 commit_every=config.kafka_commit_every,
                 commit_interval=config.kafka_commit_interval,
-                triage=config.kafka_triage,
+                worker=config.kafka_worker,
                 auto_offset_reset=config.kafka_offset_reset,
                 source_for=catalogue.source_for,
                 client_options=client,

@@ -11,6 +11,11 @@ Up to `max_inflight` batches are handed to `on_items` before the first of them h
 so a store with group commit can write several in one transaction. Calls are made in poll
 order and a batch counts as done only once every batch before it is done; `on_items` keeps
 that order for its writes if it queues them before its first `await` (Pipeline.ingest does).
+
+By default the records are fetched, and read-only ones judged, by a worker process
+(`streams.kafka_worker`); this process stays the group member, decodes what is left, and
+commits. Without the worker (`worker=False`, or when it cannot start) the group consumer
+fetches itself and every record is decoded on the loop.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from aiokafka.helpers import create_ssl_context
 from streams.decode import Decoded, SkippedChange, decode_document
 from streams.errors import DecodeError
 from streams.files import RawDoc, parse_documents
-from streams.triage import DECODE, SKIPPED, TriageUnavailable, TriageWorker
+from streams.kafka_worker import FetchWorker, Part, WorkerGone
+from streams.triage import DECODE, SKIPPED
 
 log = logging.getLogger("driftline.kafka")
 
@@ -170,12 +176,10 @@ def decode_value(
 
 @dataclass(frozen=True, slots=True)
 class _Batch:
-    """The records of one poll, per partition, and the triage worker's answer for them."""
+    """The records of one poll, per partition."""
 
-    records: dict[TopicPartition, tuple[int, int, int]]  # first offset, last offset, count
-    polled: dict[TopicPartition, list[Any]]
+    parts: list[Part]
     count: int
-    codes: asyncio.Future[bytes] | None  # one triage code per record, in `polled` order
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +188,10 @@ class _Flight:
 
     task: asyncio.Task[bool]
     started: asyncio.Event
+
+
+def _tp(part: Part) -> TopicPartition:
+    return TopicPartition(part.topic, part.partition)
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -211,9 +219,9 @@ class KafkaSource:
         dlq_topic: str | None = None,
         commit_every: int = 5000,
         commit_interval: float = 1.0,
-        max_batch: int = 500,
+        max_batch: int = 2000,
         max_inflight: int = 16,
-        triage: bool = True,
+        worker: bool = True,
         poll_interval: float = 0.2,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
@@ -248,7 +256,7 @@ class KafkaSource:
         self.commit_interval = commit_interval
         self.max_batch = max_batch
         self.max_inflight = max_inflight
-        self.triage = triage
+        self.worker = worker
         self.poll_ms = max(1, int(poll_interval * 1000))
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -272,8 +280,18 @@ class KafkaSource:
         # Held by a rebalance or a close while it waits for the batches in flight and
         # commits: no new batch starts meanwhile, so only what was stored is committed.
         self._gate = asyncio.Lock()
-        self._triage: TriageWorker | None = None
-        self._triage_retry = 0.0  # when a triage worker that went away may be started again
+        # The fetch worker, when this connection uses one (`_use_worker`), and when one that
+        # went away may be started again.
+        self._worker: FetchWorker | None = None
+        self._use_worker = False
+        self._worker_retry = 0.0
+        self._worker_delay = backoff_initial
+        # What the fetch worker was last told for each partition; batches it fetched under
+        # an older epoch are dropped (a seek or a new assignment came after them).
+        self._epochs: dict[TopicPartition, int] = {}
+        self._epoch_seq = 0
+        self._assign_pending = False  # the worker must be given the assignment (again)
+        self._assign_gen = 0  # counts rebalances, so an assignment raced by one is redone
         # Commits cover finished batches only, so they need not wait for the one in hand.
         self._commit_lock = asyncio.Lock()
         self._assigned: set[TopicPartition] = set()
@@ -288,7 +306,7 @@ class KafkaSource:
         self.state = "stopped"
         self.records = 0
         self.items = 0
-        self.triaged = 0  # records the triage worker found read-only
+        self.triaged = 0  # records the fetch worker found read-only
         self.batches = 0
         self.rejected: Counter[str] = Counter()
         self.dead_lettered = 0
@@ -330,8 +348,12 @@ class KafkaSource:
         live = consumer.assignment() if consumer is not None else set()
         partitions = []
         total_lag = 0
+        worker = self._worker if self._use_worker else None
         for tp in sorted(self._assigned):
-            high = consumer.highwater(tp) if consumer is not None and tp in live else None
+            if worker is not None:
+                high = worker.highwater.get((tp.topic, tp.partition))
+            else:
+                high = consumer.highwater(tp) if consumer is not None and tp in live else None
             position = self._position.get(tp)
             committed = self._committed.get(tp)
             lag = high - position if high is not None and position is not None else None
@@ -358,7 +380,7 @@ class KafkaSource:
             "dlq_topic": self.dlq_topic,
             "records": self.records,
             "items": self.items,
-            "triage": self._triage is not None and self._triage.alive,
+            "worker": worker is not None and worker.alive,
             "triaged": self.triaged,
             "batches": self.batches,
             "rejected": dict(self.rejected),
@@ -428,6 +450,8 @@ class KafkaSource:
             raise
         consumer.subscribe(topics=list(self.topics), listener=_Listener(self))
         self._consumer = consumer
+        self._use_worker = self.worker
+        self._worker_retry = 0.0
         self.broker_ok = True
         self._probe_task = asyncio.create_task(self._probe(consumer))
 
@@ -449,7 +473,7 @@ class KafkaSource:
     async def _consume(self) -> None:
         """Poll, hand over, commit, until stopping.
 
-        Batches are polled (and sent to the triage worker) while up to `max_inflight`
+        Batches are polled (from the fetch worker, or here) while up to `max_inflight`
         earlier ones are being decoded and stored (the store's commit is the slow part).
         """
         consumer = self._consumer
@@ -481,17 +505,16 @@ class KafkaSource:
                     # Wake for the commit interval too: a slow head must not hold commits.
                     await asyncio.wait([inflight[0].task], timeout=self.commit_interval)
                     continue
-                polled = await consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_batch)
+                if self._use_worker:
+                    parts = await self._poll_worker(consumer)
+                else:
+                    parts = await self._poll(consumer)
                 self._polled = True
-                if polled:
+                if parts:
                     self.broker_ok = True  # records are an answer too
-                    assigned = consumer.assignment()
-                    batch = await self._batch(
-                        {tp: msgs for tp, msgs in polled.items() if tp in assigned and msgs}
-                    )
-                    if batch.count:
-                        async with self._gate:  # not while a rebalance is committing
-                            self._start(consumer, batch)
+                    batch = _Batch(parts, sum(p.count for p in parts))
+                    async with self._gate:  # not while a rebalance is committing
+                        self._start(consumer, batch)
         finally:
             # Let the batches in hand finish storing (or fail and be read again).
             await asyncio.gather(*(f.task for f in inflight), return_exceptions=True)
@@ -499,9 +522,124 @@ class KafkaSource:
             if committing is not None:
                 await asyncio.gather(committing, return_exceptions=True)
 
+    async def _poll(self, consumer: AIOKafkaConsumer) -> list[Part]:
+        """The group consumer's own fetch: every record is decoded on the loop."""
+        polled = await consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_batch)
+        assigned = consumer.assignment()
+        return [
+            Part(tp.topic, tp.partition, 0, msgs[0].offset, msgs[-1].offset, len(msgs), None, msgs)
+            for tp, msgs in polled.items()
+            if tp in assigned and msgs
+        ]
+
+    async def _poll_worker(self, consumer: AIOKafkaConsumer) -> list[Part]:
+        """The fetch worker's next batch, less what it fetched before a seek or rebalance."""
+        # The group consumer fetches nothing itself (its partitions are paused), but it must
+        # be polled: that keeps it in the group and raises the group's errors here.
+        await consumer.getmany(timeout_ms=0)
+        worker = await self._fetch_worker(consumer)
+        if worker is None:
+            if not self._use_worker:
+                return await self._poll(consumer)
+            await self._pause(self.poll_ms / 1000)  # until a new worker may start
+            return []
+        if self._assign_pending:
+            await self._assign_worker(consumer, worker)
+        try:
+            parts = await worker.next(self.poll_ms / 1000)
+        except WorkerGone as exc:
+            # Everything it sent was read: a new one starts after a pause, where this
+            # process is (what the old one fetched and did not send is fetched again).
+            self._error("kafka fetch worker went away; starting another", exc)
+            self._worker = None
+            await worker.stop()
+            # One that keeps dying before it sends anything is restarted ever more slowly.
+            self._worker_retry = self.clock() + self._worker_delay
+            self._worker_delay = min(self._worker_delay * 2, self.backoff_max)
+            return []
+        if parts:
+            self._worker_delay = self.backoff_initial
+        if worker.last_error is not None:
+            self.last_error, worker.last_error = worker.last_error, None
+        epochs = self._epochs
+        return [p for p in parts or () if epochs.get(_tp(p)) == p.epoch]
+
+    async def _fetch_worker(self, consumer: AIOKafkaConsumer) -> FetchWorker | None:
+        """The fetch worker; a new one if there is none (None while waiting to start one)."""
+        if self._worker is not None:
+            return self._worker
+        if self.clock() < self._worker_retry:
+            return None
+        try:
+            worker = FetchWorker(self._worker_config())
+            await worker.start()
+        except (TypeError, OSError) as exc:
+            # Fetch here instead, for as long as this connection lasts.
+            self._error("the kafka fetch worker cannot run; fetching on the loop", exc)
+            self._use_worker = False
+            assigned = consumer.assignment()
+            consumer.resume(*assigned)
+            for tp in assigned:
+                if tp in self._position:
+                    consumer.seek(tp, self._position[tp])
+            return None
+        self._worker = worker
+        self._assign_pending = True
+        return worker
+
+    def _worker_config(self) -> dict[str, Any]:
+        return {
+            "bootstrap": self.bootstrap,
+            "topics": self.topics,
+            "client": self.client_options,
+            "consumer": {
+                k: v
+                for k, v in self.consumer_options.items()
+                if k not in ("group_id", "enable_auto_commit", "auto_offset_reset")
+            },
+            "auto_offset_reset": self.auto_offset_reset,
+            "max_batch": self.max_batch,
+            "poll_ms": self.poll_ms,
+            "max_record_bytes": self.max_record_bytes,
+            "backoff_initial": self.backoff_initial,
+            "backoff_max": self.backoff_max,
+        }
+
+    async def _assign_worker(self, consumer: AIOKafkaConsumer, worker: FetchWorker) -> None:
+        """Give the worker every assigned partition, from where this process is."""
+        gen = self._assign_gen
+        entries: list[tuple[str, int, int, int]] = []
+        for tp in sorted(self._assigned):
+            offset = self._position.get(tp)
+            if offset is None:
+                # Where the group left off (or the reset policy, for a new group).
+                try:
+                    found: int = await asyncio.wait_for(consumer.position(tp), self.commit_timeout)
+                except (KafkaError, TimeoutError) as exc:
+                    self._error("kafka position unknown; will ask again", exc)
+                    return
+                if gen != self._assign_gen:
+                    return  # a rebalance came meanwhile: start over with its assignment
+                offset = self._position[tp] = found
+            self._epoch_seq += 1
+            self._epochs[tp] = self._epoch_seq
+            entries.append((tp.topic, tp.partition, offset, self._epoch_seq))
+        worker.assign(entries)
+        self._assign_pending = False
+
+    def _seek(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+        self._position[tp] = offset
+        if not self._use_worker:
+            consumer.seek(tp, offset)
+            return
+        self._epoch_seq += 1
+        self._epochs[tp] = self._epoch_seq
+        if self._worker is not None:
+            self._worker.seek(tp.topic, tp.partition, offset, self._epoch_seq)
+
     def _start(self, consumer: AIOKafkaConsumer, batch: _Batch) -> None:
-        for tp, (_, last, _) in batch.records.items():
-            self._position[tp] = last + 1
+        for part in batch.parts:
+            self._position[_tp(part)] = part.last + 1
         prev = self._inflight[-1] if self._inflight else None
         started = asyncio.Event()
         task = asyncio.create_task(self._hand_over(consumer, batch, prev, started))
@@ -510,10 +648,10 @@ class KafkaSource:
     def _rewind(self, consumer: AIOKafkaConsumer, batch: _Batch) -> None:
         """Read a batch again from its start, unless a batch before it that failed already
         sought its partition further back."""
-        for tp, (first, _, _) in batch.records.items():
-            if tp in self._assigned and self._position.get(tp, first) >= first:
-                consumer.seek(tp, first)
-                self._position[tp] = first
+        for part in batch.parts:
+            tp = _tp(part)
+            if tp in self._assigned and self._position.get(tp, part.first) >= part.first:
+                self._seek(consumer, tp, part.first)
 
     async def _hand_over(
         self,
@@ -529,11 +667,10 @@ class KafkaSource:
         stored = True
         items: list[Decoded] = []
         try:
-            codes = await self._codes(batch)
             if prev is not None:
                 await prev.started.wait()  # on_items is called in poll order
             # Partitions a rebalance took meanwhile are left to their new owner.
-            items, poison = self._decode(batch, codes, self._assigned)
+            items, poison = self._decode(batch, self._assigned)
             if poison and prev is not None:
                 # Dead letters are written only after everything before them is done (a
                 # repeat must not write them twice).
@@ -560,9 +697,10 @@ class KafkaSource:
             return False
         self._dead_marks.clear()
         assigned = self._assigned
-        for tp, (_, last, _) in batch.records.items():
+        for part in batch.parts:
+            tp = _tp(part)
             if tp in assigned:  # a partition revoked meanwhile is not ours to commit
-                self._done[tp] = last + 1
+                self._done[tp] = part.last + 1
         self.records += batch.count
         self.items += len(items)
         self.batches += 1
@@ -574,73 +712,25 @@ class KafkaSource:
                 self.triaged += 1
         return True
 
-    async def _batch(self, polled: dict[TopicPartition, list[Any]]) -> _Batch:
-        """One poll's records, sent to the triage worker (when there is one) at once."""
-        records: dict[TopicPartition, tuple[int, int, int]] = {}
-        count = 0
-        for tp, msgs in polled.items():
-            records[tp] = (msgs[0].offset, msgs[-1].offset, len(msgs))
-            count += len(msgs)
-        codes = None
-        worker = await self._triage_worker() if count else None
-        if worker is not None:
-            fmts = bytearray()
-            values: list[bytes | None] = []
-            for tp, msgs in polled.items():
-                fmts += bytes((FORMATS.index(self.topics.get(tp.topic, "auto")),)) * len(msgs)
-                values.extend(m.value for m in msgs)
-            codes = worker.submit(bytes(fmts), values)
-        return _Batch(records, polled, count, codes)
-
-    async def _triage_worker(self) -> TriageWorker | None:
-        worker = self._triage
-        if worker is not None and worker.alive:
-            return worker
-        if not self.triage or self.clock() < self._triage_retry:
-            return None
-        if worker is not None:
-            await worker.stop()
-        worker = TriageWorker(FORMATS, self.max_record_bytes)
-        try:
-            await worker.start()
-        except OSError as exc:
-            self._error("starting the triage worker failed; decoding on the loop", exc)
-            self._triage_retry = self.clock() + self.backoff_max
-            return None
-        self._triage = worker
-        return worker
-
-    async def _codes(self, batch: _Batch) -> bytes | None:
-        if batch.codes is None:
-            return None
-        try:
-            return await batch.codes
-        except TriageUnavailable as exc:
-            # Decode this batch on the loop; start a new worker after a pause.
-            self._error("triage worker unavailable; decoding on the loop", exc)
-            self._triage_retry = self.clock() + self.backoff_initial
-            return None
-
     def _decode(
-        self, batch: _Batch, codes: bytes | None, keep: set[TopicPartition]
+        self, batch: _Batch, keep: set[TopicPartition]
     ) -> tuple[list[Decoded], list[tuple[Any, DecodeError]]]:
         """What the batch's records (of partitions in `keep`) decode to, and its poison."""
         items: list[Decoded] = []
         poison: list[tuple[Any, DecodeError]] = []
-        n = 0
-        for tp, msgs in batch.polled.items():
-            if tp not in keep:
-                n += len(msgs)
+        max_bytes = self.max_record_bytes
+        for part in batch.parts:
+            if _tp(part) not in keep:
                 continue
-            decoder = self._decoder(self.topics.get(tp.topic, "auto"))
-            for msg in msgs:
-                code = codes[n] if codes is not None else DECODE
-                n += 1
+            decoder = self._decoder(self.topics.get(part.topic, "auto"))
+            msgs = iter(part.msgs)
+            for code in part.codes if part.codes is not None else bytes(part.count):
                 if code != DECODE:
                     items.append(SKIPPED[code])
                     continue
+                msg = next(msgs)
                 first_error: DecodeError | None = None
-                for item in decode_value(msg.value, decoder, self.max_record_bytes):
+                for item in decode_value(msg.value, decoder, max_bytes):
                     items.append(item)
                     if first_error is None and isinstance(item, DecodeError):
                         first_error = item
@@ -737,9 +827,10 @@ class KafkaSource:
                 self._error("rebalance did not wait for a stuck batch", TimeoutError())
             elif consumer is not None and revoked:
                 await self._commit(consumer, revoked)
+            self._assign_gen += 1
             for tp in revoked:
                 self._assigned.discard(tp)
-                for table in (self._done, self._committed, self._position):
+                for table in (self._done, self._committed, self._position, self._epochs):
                     table.pop(tp, None)
 
     async def _settle(self, timeout: float) -> bool:
@@ -752,8 +843,14 @@ class KafkaSource:
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.rebalances += 1
+        self._assign_gen += 1
         self._assigned = set(assigned)
         consumer = self._consumer
+        if consumer is not None and self._use_worker:
+            # The worker fetches these; the group consumer only holds them. The worker is
+            # told from the loop, not here (finding positions waits on the group).
+            consumer.pause(*assigned)
+            self._assign_pending = True
         if consumer is not None and assigned:
             # Only for status(): what the group had committed when these partitions came in.
             tps = sorted(assigned)
@@ -791,10 +888,12 @@ class KafkaSource:
         self._position.clear()
         self._dead_marks.clear()
         self._uncommitted = 0
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await worker.stop()
+        self._epochs.clear()
+        self._assign_pending = False
         if self._stopping.is_set():
-            worker, self._triage = self._triage, None
-            if worker is not None:
-                await worker.stop()
             producer, self._producer = self._producer, None
             if producer is not None:
                 try:

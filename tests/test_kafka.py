@@ -31,6 +31,7 @@ from rules import load_catalogue, load_severity
 from streams.decode import decode_document
 from streams.errors import DecodeError
 from streams.kafka import FORMATS, KafkaSource, decode_value, decoder_for, parse_topics
+from streams.triage import DECODE, judge
 from tests.support.kafka_broker import (
     GROUP_OPTIONS,
     Broker,
@@ -57,6 +58,14 @@ CLOCK = "2026-01-01T00:00:00Z"
 @functools.cache
 def invictus() -> list[dict[str, Any]]:
     return cloudtrail_records("invictus_aws_dataset")
+
+
+@functools.cache
+def writes() -> list[dict[str, Any]]:
+    """The invictus records the fetch worker hands over decoded, with their event ids (it
+    hands read-only ones over as a count: tests that follow records by id use these)."""
+    decoder = decoder_for("cloudtrail")
+    return [r for r in invictus() if judge(decode_value(orjson.dumps(r), decoder)) == DECODE]
 
 
 def build_detector() -> Detector:
@@ -145,9 +154,6 @@ def make_source(
         "backoff_initial": 0.05,
         "backoff_max": 1.0,
         "commit_timeout": 10.0,
-        # These tests follow records by event id; triage (tests/test_triage.py) hands
-        # read-only ones over without one.
-        "triage": False,
         **kw,
     }
     return KafkaSource(broker.bootstrap, topics, group, on_items, **options)
@@ -326,9 +332,12 @@ async def test_records_of_every_shape_reach_on_items_decoded(broker: Broker) -> 
 
     sink = Sink()
     topics = {ct: "cloudtrail", falco: "falco", auto: "auto"}
+    # Decoded on the loop, so read-only records arrive with their ids too (what the fetch
+    # worker hands over instead is checked against the detector in tests/test_kafka_worker.py).
     source = make_source(
-        broker, topics, group, sink, dead_letter=dead_letter, source_for=catalogue.source_for
-    )
+        broker, topics, group, sink, dead_letter=dead_letter, source_for=catalogue.source_for,
+        worker=False,
+    )  # fmt: skip
     async with running(source):
         await sink.wait(lambda: len(sink.items) >= total)
         await until(
@@ -355,10 +364,13 @@ async def test_records_of_every_shape_reach_on_items_decoded(broker: Broker) -> 
         await until_committed(broker.bootstrap, group, topic, topic_ends, timeout=5)
 
 
-async def test_offsets_are_committed_only_after_on_items_returns(broker: Broker) -> None:
+@pytest.mark.parametrize("worker", [True, False], ids=["fetch-worker", "loop"])
+async def test_offsets_are_committed_only_after_on_items_returns(
+    broker: Broker, worker: bool
+) -> None:
     topic, group = unique("ct"), unique("g")
     await create_topic(broker.bootstrap, topic, 1)
-    recs = invictus()[:30]
+    recs = writes()[:30]
     ids = [r["eventID"] for r in recs]
     await produce(broker.bootstrap, topic, ct_values(recs), 0)
     entered, gate = asyncio.Event(), asyncio.Event()
@@ -376,7 +388,7 @@ async def test_offsets_are_committed_only_after_on_items_returns(broker: Broker)
     # One batch in flight at a time, so calls and batches match one to one.
     source = make_source(
         broker, {topic: "cloudtrail"}, group, sink, max_batch=10, commit_every=1,
-        commit_interval=0.01, max_inflight=1,
+        commit_interval=0.01, max_inflight=1, worker=worker,
     )  # fmt: skip
     async with running(source):
         await asyncio.wait_for(entered.wait(), 30)
@@ -393,18 +405,19 @@ async def test_offsets_are_committed_only_after_on_items_returns(broker: Broker)
 
     # The next member of the group starts where the stored records end.
     sink2 = Sink()
-    async with running(make_source(broker, {topic: "cloudtrail"}, group, sink2)):
+    async with running(make_source(broker, {topic: "cloudtrail"}, group, sink2, worker=worker)):
         await sink2.wait(lambda: len(sink2.event_ids()) >= 10)
         await until_committed(broker.bootstrap, group, topic, {0: 30})
     assert sink2.event_ids() == ids[20:]
 
 
+@pytest.mark.parametrize("worker", [True, False], ids=["fetch-worker", "loop"])
 async def test_batches_in_flight_complete_in_order_and_a_failure_rewinds_later_ones(
-    broker: Broker,
+    broker: Broker, worker: bool
 ) -> None:
     topic, group = unique("ct"), unique("g")
     await create_topic(broker.bootstrap, topic, 1)
-    recs = invictus()[:60]
+    recs = writes()[:60]
     ids = [r["eventID"] for r in recs]
     await produce(broker.bootstrap, topic, ct_values(recs), 0)
     entries: list[str] = []  # the first event of each call, in the order calls began
@@ -421,7 +434,7 @@ async def test_batches_in_flight_complete_in_order_and_a_failure_rewinds_later_o
     sink = Sink(store)
     source = make_source(
         broker, {topic: "cloudtrail"}, group, sink, max_batch=10, commit_every=1,
-        commit_interval=0.01, max_inflight=4,
+        commit_interval=0.01, max_inflight=4, worker=worker,
     )  # fmt: skip
     async with running(source):
         # Batches 3 and 4 are stored while batch 2 is still in on_items ...
@@ -444,10 +457,13 @@ async def test_batches_in_flight_complete_in_order_and_a_failure_rewinds_later_o
     assert status["records"] == 60
 
 
-async def test_rebalance_commits_what_is_stored_before_revoking(broker: Broker) -> None:
+@pytest.mark.parametrize("worker", [True, False], ids=["fetch-worker", "loop"])
+async def test_rebalance_commits_what_is_stored_before_revoking(
+    broker: Broker, worker: bool
+) -> None:
     topic, group = unique("ct"), unique("g")
     await create_topic(broker.bootstrap, topic, 2)
-    recs = invictus()[:300]
+    recs = writes()[:300]
     placed = await produce(broker.bootstrap, topic, ct_values(recs))
 
     async def slow_store(n: int, items: list[Decoded]) -> None:
@@ -456,7 +472,13 @@ async def test_rebalance_commits_what_is_stored_before_revoking(broker: Broker) 
 
     first, second = Sink(slow_store), Sink()
     # No commit by count or time: only the rebalance (and the final stop) commit.
-    quiet = {"commit_every": 10**9, "commit_interval": 3600.0, "max_batch": 5, "max_inflight": 4}
+    quiet = {
+        "commit_every": 10**9,
+        "commit_interval": 3600.0,
+        "max_batch": 5,
+        "max_inflight": 4,
+        "worker": worker,
+    }
     a = make_source(broker, {topic: "cloudtrail"}, group, first, **quiet)
     b = make_source(broker, {topic: "cloudtrail"}, group, second, **quiet)
     async with running(a):
@@ -471,11 +493,14 @@ async def test_rebalance_commits_what_is_stored_before_revoking(broker: Broker) 
     assert Counter(first.event_ids() + second.event_ids()) == Counter(r["eventID"] for r in recs)
 
 
-async def test_poison_records_are_dead_lettered_and_neighbours_arrive(broker: Broker) -> None:
+@pytest.mark.parametrize("worker", [True, False], ids=["fetch-worker", "loop"])
+async def test_poison_records_are_dead_lettered_and_neighbours_arrive(
+    broker: Broker, worker: bool
+) -> None:
     topic, dlq, group = unique("ct"), unique("dlq"), unique("g")
     await create_topic(broker.bootstrap, topic, 1)
     await create_topic(broker.bootstrap, dlq, 1)
-    good = ct_values(invictus()[:6])
+    good = ct_values(writes()[:6])
     poison: list[tuple[bytes | None, str]] = [
         (b"\xff\xfe\x00 not json", "bad JSON"),
         (None, "empty record"),
@@ -497,12 +522,12 @@ async def test_poison_records_are_dead_lettered_and_neighbours_arrive(broker: Br
 
     sink = Sink()
     source = make_source(broker, {topic: "cloudtrail"}, group, sink, dead_letter=dead_letter,
-                         dlq_topic=dlq, max_batch=3)  # fmt: skip
+                         dlq_topic=dlq, max_batch=3, worker=worker)  # fmt: skip
     async with running(source):
         await sink.wait(lambda: len(sink.event_ids()) >= len(good))
         await until_committed(broker.bootstrap, group, topic, {0: len(values)})
         status = source.status()
-    assert sink.event_ids() == [r["eventID"] for r in invictus()[:6]]
+    assert sink.event_ids() == [r["eventID"] for r in writes()[:6]]
     assert [(t, p, o, k, v) for t, p, o, k, v, _ in dead] == [
         (topic, 0, 2 * n + 1, keys[2 * n + 1], value) for n, (value, _) in enumerate(poison)
     ]
@@ -538,7 +563,7 @@ async def test_compressed_record_batches_are_read(broker: Broker, codec: str) ->
     pytest.importorskip("cramjam", reason="aiokafka[lz4,snappy,zstd] (cramjam) not installed")
     topic, group = unique(codec), unique("g")
     await create_topic(broker.bootstrap, topic, 1)
-    recs = invictus()[:100]
+    recs = writes()[:100]
     await produce(broker.bootstrap, topic, ct_values(recs), 0, compression=codec)
     sink = Sink()
     async with running(make_source(broker, {topic: "cloudtrail"}, group, sink)):
@@ -550,7 +575,7 @@ async def test_compressed_record_batches_are_read(broker: Broker, codec: str) ->
 async def test_lag_per_partition_while_behind(broker: Broker) -> None:
     topic, group = unique("ct"), unique("g")
     await create_topic(broker.bootstrap, topic, 1)
-    await produce(broker.bootstrap, topic, ct_values(invictus()[:50]), 0)
+    await produce(broker.bootstrap, topic, ct_values(writes()[:50]), 0)
     entered, gate = asyncio.Event(), asyncio.Event()
 
     async def slow(n: int, items: list[Decoded]) -> None:
@@ -575,7 +600,7 @@ async def test_broker_stalled_then_resumed(owned_broker: Broker) -> None:
     broker = owned_broker
     topic, group = unique("ct"), unique("g")
     await create_topic(broker.bootstrap, topic, 2)
-    recs = invictus()[:300]
+    recs = writes()[:300]
     sink = Sink()
     source = make_source(broker, {topic: "cloudtrail"}, group, sink,
                          client_options={"request_timeout_ms": 1500})  # fmt: skip
@@ -606,7 +631,7 @@ async def test_broker_unreachable_then_back(owned_broker: Broker) -> None:
     assert broker.proxy is not None
     topic, group = unique("ct"), unique("g")
     await create_topic(broker.bootstrap, topic, 2)
-    recs = invictus()[:300]
+    recs = writes()[:300]
     placed = await produce(broker.bootstrap, topic, ct_values(recs[:100]))
     await broker.proxy.cut()  # refused from the start: the source must keep trying
     sink = Sink()
@@ -647,7 +672,7 @@ async def test_scale_out_two_sources_split_the_partitions(broker: Broker) -> Non
             what="both members assigned",
         )  # fmt: skip
         split = [assigned(s) for s in sources]
-        recs = invictus()[:400]
+        recs = writes()[:400]
         placed = await produce(broker.bootstrap, topic, ct_values(recs))
         where = {r["eventID"]: p for r, (p, _) in zip(recs, placed, strict=True)}
         await sink_union(sinks, {r["eventID"] for r in recs})
@@ -694,11 +719,16 @@ async def reference_drifts(path: Path, records: list[dict[str, Any]]) -> list[st
 
 
 @pytest.mark.timeout(180)
-async def test_consumer_killed_mid_stream_then_restarted(broker: Broker, tmp_path: Path) -> None:
+@pytest.mark.parametrize("worker", [True, False], ids=["fetch-worker", "loop"])
+async def test_consumer_killed_mid_stream_then_restarted(
+    broker: Broker, tmp_path: Path, worker: bool
+) -> None:
     topic, group = unique("ct"), unique("g")
     await create_topic(broker.bootstrap, topic, 1)
     recs = invictus()
-    all_ids = {r["eventID"] for r in recs}
+    # The records handed over with their ids (the fetch worker hands read-only ones over
+    # as a count only).
+    all_ids = {r["eventID"] for r in (writes() if worker else recs)}
     await produce(broker.bootstrap, topic, ct_values(recs), 0)
     expected = await reference_drifts(tmp_path / "reference.db", recs)
     assert len(expected) >= 10, "the real data must yield drifts for this test to mean anything"
@@ -709,9 +739,11 @@ async def test_consumer_killed_mid_stream_then_restarted(broker: Broker, tmp_pat
     with (tmp_path / "child.err").open("wb") as err:
         child = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.test_kafka", "child", broker.bootstrap, topic, group,
-            str(db), "1000", cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=err,
+            str(db), "1000", str(int(worker)), cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+            stderr=err,
         )  # fmt: skip
     first: set[str] = set()
+    stored = 0  # records the first consumer stored
     try:
         assert child.stdout is not None
         while True:
@@ -719,6 +751,7 @@ async def test_consumer_killed_mid_stream_then_restarted(broker: Broker, tmp_pat
             assert line, f"child ended early: {(tmp_path / 'child.err').read_text()[-2000:]}"
             msg = orjson.loads(line)
             first.update(msg.get("stored", ()))
+            stored += msg.get("items", 0)
             if msg.get("hang"):
                 break
         committed = 0
@@ -727,12 +760,12 @@ async def test_consumer_killed_mid_stream_then_restarted(broker: Broker, tmp_pat
             await asyncio.sleep(0.1)
             committed = (await committed_offsets(broker.bootstrap, group, topic, 1))[0] or 0
         # Never committed past what is stored, and some stored records are not committed.
-        assert 0 < committed < len(first)
+        assert 0 < committed < stored
     finally:
         with contextlib.suppress(ProcessLookupError):
             child.send_signal(signal.SIGKILL)
         await child.wait()
-    assert 1000 <= len(first) < len(recs)
+    assert 1000 <= stored < len(recs)
 
     # Second consumer, same group, same store: takes over from the last commit.
     store = SqliteStore(db)
@@ -750,7 +783,7 @@ async def test_consumer_killed_mid_stream_then_restarted(broker: Broker, tmp_pat
 
     await pipeline.start()
     try:
-        source = make_source(broker, {topic: "cloudtrail"}, group, ingest,
+        source = make_source(broker, {topic: "cloudtrail"}, group, ingest, worker=worker,
                              source_for=pipeline.detector.catalogue.source_for)  # fmt: skip
         async with running(source):
             await asyncio.wait_for(done.wait(), 60)
@@ -760,13 +793,16 @@ async def test_consumer_killed_mid_stream_then_restarted(broker: Broker, tmp_pat
     try:
         assert first | set(second) == all_ids  # nothing lost
         assert first & set(second), "records stored but not committed were delivered again"
-        assert second[0] == recs[committed]["eventID"]  # resumed at the committed offset
+        # Resumed at the committed offset.
+        assert second[0] == next(r["eventID"] for r in recs[committed:] if r["eventID"] in all_ids)
         assert drift_ids(store) == expected  # each drift exactly once
     finally:
         store.close()
 
 
-async def _child(bootstrap: str, topic: str, group: str, db: str, hang_after: int) -> None:
+async def _child(
+    bootstrap: str, topic: str, group: str, db: str, hang_after: int, worker: bool
+) -> None:
     store = SqliteStore(db)
     pipeline = Pipeline(build_detector(), store, Hub(clock=lambda: CLOCK), lambda: CLOCK)
     stored = 0
@@ -776,7 +812,7 @@ async def _child(bootstrap: str, topic: str, group: str, db: str, hang_after: in
         result = await pipeline.ingest(items)
         ids = [i.event_id for i in items if isinstance(i, ChangeEvent)]
         stored += len(items)
-        print(orjson.dumps({"stored": ids}).decode(), flush=True)
+        print(orjson.dumps({"stored": ids, "items": len(items)}).decode(), flush=True)
         if stored >= hang_after:
             print(orjson.dumps({"hang": True}).decode(), flush=True)
             await asyncio.Event().wait()  # stuck mid-batch until killed
@@ -786,12 +822,12 @@ async def _child(bootstrap: str, topic: str, group: str, db: str, hang_after: in
     source = KafkaSource(
         bootstrap, {topic: "cloudtrail"}, group, ingest,
         consumer_options=dict(GROUP_OPTIONS), max_batch=100, commit_every=300,
-        commit_interval=3600, source_for=pipeline.detector.catalogue.source_for, triage=False,
+        commit_interval=3600, source_for=pipeline.detector.catalogue.source_for, worker=worker,
     )  # fmt: skip
     await source.start()
     await asyncio.Event().wait()
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["child"]:
-    _, _, b, t, g, d, h = sys.argv
-    asyncio.run(_child(b, t, g, d, int(h)))
+    _, _, b, t, g, d, h, w = sys.argv
+    asyncio.run(_child(b, t, g, d, int(h), w == "1"))
