@@ -43,6 +43,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from streams.triage import DECODE, judge
+
 log = logging.getLogger("driftline.kafka.worker")
 
 _LEN = struct.Struct("<I")
@@ -92,12 +94,13 @@ def _blob(data: bytes | None) -> tuple[int, bytes]:
     return (_NONE, b"") if data is None else (len(data), data)
 
 
+Highwater = list[tuple[str, int, int]]  # (topic, partition, log end offset)
+
+
 def encode_batch(
-    parts: Iterable[tuple[str, int, int, Sequence[Any], bytes]], highwater: Mapping[str, Any]
+    parts: Iterable[tuple[str, int, int, Sequence[Any], bytes]], highwater: Highwater
 ) -> bytes:
     """A `B` frame: per partition (topic, partition, epoch, records, codes)."""
-    from streams.triage import DECODE
-
     header: list[Any] = []
     chunks: list[bytes] = []
     for topic, partition, epoch, msgs, codes in parts:
@@ -121,12 +124,11 @@ def encode_batch(
     return _frame(b"B", _LEN.pack(len(head)) + head + b"".join(chunks))
 
 
-def decode_batch(payload: bytes) -> tuple[list[Part], dict[str, Any]]:
+def decode_batch(payload: bytes) -> tuple[list[Part], Highwater]:
     """The parts and highwater marks of a `B` frame's payload."""
     (hlen,) = _LEN.unpack_from(payload)
     head = orjson.loads(payload[4 : 4 + hlen])
     pos = 4 + hlen
-    view = memoryview(payload)
     parts: list[Part] = []
     for topic, partition, epoch, first, last, count, offsets, klens, vlens in head["parts"]:
         codes = payload[pos : pos + count]
@@ -135,11 +137,11 @@ def decode_batch(payload: bytes) -> tuple[list[Part], dict[str, Any]]:
         for offset, klen, vlen in zip(offsets, klens, vlens, strict=True):
             key = None
             if klen != _NONE:
-                key = bytes(view[pos : pos + klen])
+                key = payload[pos : pos + klen]
                 pos += klen
             value = None
             if vlen != _NONE:
-                value = bytes(view[pos : pos + vlen])
+                value = payload[pos : pos + vlen]
                 pos += vlen
             msgs.append(Record(topic, partition, offset, key, value))
         parts.append(Part(topic, partition, epoch, first, last, count, codes, msgs))
@@ -208,9 +210,7 @@ class _Worker:
                     self.epochs[tp] = epoch
 
     def judge(self, topic: str, msgs: Sequence[Any]) -> bytes:
-        from streams.triage import DECODE, judge
-
-        decoder = self.decoders.get(topic) or self.decoders.setdefault(topic, self._auto())
+        decoder = self.decoders[topic]  # only configured topics are ever assigned
         codes = bytearray(len(msgs))
         for i, msg in enumerate(msgs):
             try:
@@ -219,18 +219,9 @@ class _Worker:
                 codes[i] = DECODE
         return bytes(codes)
 
-    def _auto(self) -> Any:
-        from streams.kafka import decoder_for
-
-        return decoder_for("auto")
-
-    def highwater(self, consumer: Any) -> dict[str, Any]:
-        marks: dict[str, Any] = {}
-        for tp in self.epochs:
-            high = consumer.highwater(tp)
-            if high is not None:
-                marks[f"{tp.topic}\x00{tp.partition}"] = high
-        return marks
+    def highwater(self, consumer: Any) -> Highwater:
+        marks = ((tp, consumer.highwater(tp)) for tp in self.epochs)
+        return [(tp.topic, tp.partition, high) for tp, high in marks if high is not None]
 
     async def run(self) -> None:
         from aiokafka import AIOKafkaConsumer
@@ -332,7 +323,7 @@ class FetchWorker:
         self._config = orjson.dumps(dict(config))  # fails here if an option is not JSON
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._queue: asyncio.Queue[tuple[list[Part], dict[str, Any]] | None] = asyncio.Queue(_QUEUE)
+        self._queue: asyncio.Queue[tuple[list[Part], Highwater] | None] = asyncio.Queue(_QUEUE)
         self.highwater: dict[tuple[str, int], int] = {}
         self.last_error: str | None = None
 
@@ -381,10 +372,9 @@ class FetchWorker:
         self._note_highwater(high)
         return parts
 
-    def _note_highwater(self, high: Mapping[str, int]) -> None:
-        for key, mark in high.items():
-            topic, _, partition = key.rpartition("\x00")
-            self.highwater[(topic, int(partition))] = mark
+    def _note_highwater(self, high: Highwater) -> None:
+        for topic, partition, mark in high:
+            self.highwater[(topic, partition)] = mark
 
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
