@@ -32,8 +32,8 @@ from graph import queries
 from graph.builder import GraphBuilder
 from graph.model import EVENT, GraphLimits
 from monitor.detect import Detector
-from monitor.model import ChangeEvent, Drift, FalcoAlert
 from monitor.tfstate import StateIndex, parse_state
+from monitor.types import ChangeEvent, Drift, FalcoAlert
 from streams.cloudtrail import decode_record
 from tests.support.realdata import cloudtrail_records
 from tests.support.replay_state import bench_detector, filler_resources, replay_state

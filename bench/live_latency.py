@@ -4,7 +4,7 @@ python -m bench.live_latency [--subscribers 1000] [--rate 1000] [--seconds 15] [
                              [--rounds 1] [--client-procs 1] [--bare-coalesce]
 
 Each server runs in its own process under the same uvicorn (uvloop, httptools, websockets):
-Driftline (`monitor.cli serve` on the demo state) and a bare Starlette app that copies every
+Driftline (`monitor.app.cli serve` on the demo state) and a bare Starlette app that copies every
 POSTed body into a bounded asyncio.Queue per client and writes it out with sse-starlette or
 Starlette's WebSocket: no decoding, detection or storage, so the ratio is Driftline's own cost.
 Every POST is one demo CloudTrail record (ModifyInstanceAttribute) with a unique event id and
@@ -50,7 +50,9 @@ SSE_READY = b"event: connected"
 WS_READY = b'"subscribed"'
 SUBSCRIBE = orjson.dumps({"type": "subscribe", "topic": "drifts"})
 PING = b"\x89\x04"  # the uvicorn/websockets keepalive ping: 4 random bytes of payload
-DRIFTLINE_QUEUE = 2000  # monitor.config.Config.subscriber_queue default, mirrored by the bare app
+DRIFTLINE_QUEUE = (
+    2000  # monitor.app.config.Config.subscriber_queue default, mirrored by the bare app
+)
 WS_HARD_LIMIT = 16 * 1024 * 1024
 
 
@@ -699,7 +701,7 @@ async def run_target(
 ) -> Result:
     res = Result(target)
     label = {
-        "driftline": "Driftline (monitor.cli serve, demo state, SQLite store in a temp dir)",
+        "driftline": "Driftline (monitor.app.cli serve, demo state, SQLite store in a temp dir)",
         "bare": "bare broadcast (Starlette + sse-starlette + Starlette WebSocket, same uvicorn)",
     }[target.name]
     if target is BARE and args.bare_coalesce:
@@ -1022,8 +1024,8 @@ def server_for(name: str, args: argparse.Namespace, data_dir: Path) -> tuple[Tar
         if args.bare_coalesce:
             argv.append("--bare-coalesce")
         return BARE, ServerProcess(argv, {})
-    argv = [sys.executable, "-m", "monitor.cli", "serve"]
-    argv += ["--state", str(ROOT / "monitor/demo/demo.tfstate"), "--data-dir", str(data_dir)]
+    argv = [sys.executable, "-m", "monitor.app.cli", "serve"]
+    argv += ["--state", str(ROOT / "monitor/app/demo/demo.tfstate"), "--data-dir", str(data_dir)]
     # info, because uvicorn logs the bound port at info; the access log is only on at debug.
     argv += ["--port", "0", "--log-level", "info"]
     env = dict(kv.split("=", 1) for kv in args.driftline_env)

@@ -42,11 +42,10 @@ import uvicorn
 
 from bench.detect_throughput import amplified
 from monitor.actors import Actor
-from monitor.config import Config
-from monitor.daemon import Daemon
+from monitor.app.config import Config
+from monitor.app.daemon import Daemon
 from monitor.detect import Detector
 from monitor.hub import Hub
-from monitor.model import Drift, DriftKind
 from monitor.pipeline import Decoded, Pipeline
 from monitor.store import (
     DriftFilter,
@@ -56,9 +55,9 @@ from monitor.store import (
     WriteBatch,
 )
 from monitor.tfstate import StateIndex, parse_state
+from monitor.types import DecodeError, Drift, DriftKind
 from rules import load_catalogue, load_severity
 from streams.cloudtrail import decode_record
-from streams.errors import DecodeError
 from tests.support.realdata import ROOT, cloudtrail_records
 from tests.support.records import DEMO_STATE, resize
 from tests.support.replay_state import filler_resources, replay_state

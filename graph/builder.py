@@ -54,9 +54,9 @@ from graph.model import (
     parse_ts,
 )
 from graph.resources import dependencies, resource_node_id, resource_nodes
-from monitor.clock import Clock, utc_now
-from monitor.model import ChangeEvent, Drift, FalcoAlert
+from monitor.clock import utc_now
 from monitor.tfstate import StateIndex
+from monitor.types import ChangeEvent, Clock, Drift, FalcoAlert
 
 log = logging.getLogger("driftline.graph")
 _BLAST_CACHE = 10_000

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from graph.model import DriftNode, EventNode
-from monitor.model import FalcoAlert
+from monitor.types import FalcoAlert
 
 Key = tuple[str, str]  # (key, via)
 

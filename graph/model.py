@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from monitor.actors import Actor
-from monitor.model import ChangeEvent, Drift, FalcoAlert
 from monitor.tfstate import ResourceInstance
+from monitor.types import ChangeEvent, Drift, FalcoAlert
 
 RESOURCE = "resource"
 DRIFT = "drift"

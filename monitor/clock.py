@@ -1,11 +1,10 @@
-"""The injectable clock."""
+"""The default clock and a fixed one for tests (the `Clock` type is in the contract)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 
-Clock = Callable[[], str]
+from monitor.types import Clock
 
 
 def utc_now() -> str:

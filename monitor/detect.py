@@ -8,9 +8,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.clock import Clock, utc_now
-from monitor.model import ChangeEvent, Drift, DriftKind
+from monitor.clock import utc_now
 from monitor.tfstate import REDACTED, ResourceInstance, StateIndex, is_secret_name
+from monitor.types import ChangeEvent, Clock, Drift, DriftKind, SkipReason
 from rules.catalogue import Catalogue, Change, EventRule
 from rules.paths import WILDCARD, extract
 from rules.severity import SeverityRules
@@ -77,17 +77,6 @@ SERVICE_ROLE_PATH = "/aws-service-role/"
 # Service-linked roles are always named so; Falco's ct.* fields lose the role's path.
 SERVICE_ROLE_NAME = "/AWSServiceRoleFor"
 
-# Why an event produced no drift (counted in summaries and /stats).
-SKIP_FAILED = "failed call"
-SKIP_READ_ONLY = "read-only call"
-SKIP_TERRAFORM = "made by Terraform"
-SKIP_SERVICE = "service-internal call"
-SKIP_UNMAPPED = "not in the catalogue"
-SKIP_NO_ID = "no resource identifier in the record"
-SKIP_NOT_IN_STATE = "resource not in state"
-SKIP_IN_STATE = "created resource is in state"
-SKIP_NO_CHANGE = "matches state"
-
 
 @dataclass(frozen=True, slots=True)
 class Detection:
@@ -124,24 +113,24 @@ class Detector:
     def skip_reason(self, event: ChangeEvent) -> str | None:
         """Why this event cannot be drift whatever the state says, or None."""
         if event.error_code:
-            return SKIP_FAILED
+            return SkipReason.FAILED
         if event.read_only:
-            return SKIP_READ_ONLY
+            return SkipReason.READ_ONLY
         ua = event.user_agent
         if ua and "Terraform/" in ua:
-            return SKIP_TERRAFORM
+            return SkipReason.TERRAFORM
         actor = event.actor
         role = actor.role
         if actor.type in SERVICE_ACTORS or (
             role and (SERVICE_ROLE_PATH in role or SERVICE_ROLE_NAME in role)
         ):
-            return SKIP_SERVICE
+            return SkipReason.SERVICE
         if self.apply_principals and (
             actor.arn in self.apply_principals
             or actor.role in self.apply_principals
             or actor.user_name in self.apply_principals
         ):
-            return SKIP_TERRAFORM
+            return SkipReason.TERRAFORM
         return None
 
     def detect(self, event: ChangeEvent) -> Detection:
@@ -158,10 +147,10 @@ class Detector:
             if ids:
                 break
         if not ids:
-            return Detection((), SKIP_NO_ID)
+            return Detection((), SkipReason.NO_ID)
         detected_at = self.clock()
         drifts: list[Drift] = []
-        reason = SKIP_NO_ID
+        reason = SkipReason.NO_ID
         for raw_id in ids:
             if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
                 continue
@@ -188,9 +177,9 @@ class Detector:
                         )
                     )
                 else:
-                    reason = SKIP_IN_STATE
+                    reason = SkipReason.IN_STATE
             elif inst is None:
-                reason = SKIP_NOT_IN_STATE
+                reason = SkipReason.NOT_IN_STATE
             elif rule.change is Change.DELETE:
                 drifts.append(
                     self._drift(
@@ -211,7 +200,7 @@ class Detector:
                 if found:
                     drifts.extend(found)
                 else:
-                    reason = SKIP_NO_CHANGE
+                    reason = SkipReason.NO_CHANGE
         drifts.sort(key=lambda d: (d.resource_address or "", d.resource_id, d.field or ""))
         return Detection(tuple(drifts), None if drifts else reason)
 
@@ -290,9 +279,9 @@ class Detector:
         its request names."""
         name = event.event_name
         if event.read_only is None and name.startswith(READ_PREFIXES):
-            return Detection((), SKIP_READ_ONLY)
+            return Detection((), SkipReason.READ_ONLY)
         if not name.startswith(MUTATING_PREFIXES) or not event.request:
-            return Detection((), SKIP_UNMAPPED)
+            return Detection((), SkipReason.UNMAPPED)
         seen: dict[str, ResourceInstance] = {}
         # A resource reporting about itself (an instance's agent whose role session is
         # named after the instance) is telemetry, not a change to it.
@@ -302,7 +291,7 @@ class Detector:
                 for inst in self.index.find_any(value):
                     seen.setdefault(inst.address, inst)
         if not seen:
-            return Detection((), SKIP_UNMAPPED)
+            return Detection((), SkipReason.UNMAPPED)
         detected_at = self.clock()
         drifts = [
             self._drift(

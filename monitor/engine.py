@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from monitor.clock import Clock, utc_now
+from monitor.clock import utc_now
 from monitor.detect import Detector
 from monitor.tfstate import StateIndex, TfState, load_states
+from monitor.types import Clock
 from rules.catalogue import Catalogue, load_catalogue
 from rules.severity import SeverityRules, load_severity
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import orjson
 
-from monitor.clock import Clock, utc_now
+from monitor.clock import utc_now
+from monitor.types import Clock
 
 # Topic a client subscribes to -> message types it carries.
 TOPICS: dict[str, frozenset[str]] = {

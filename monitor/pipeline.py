@@ -13,10 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from monitor.clock import Clock, utc_now
+from monitor.clock import utc_now
 from monitor.detect import Detector
 from monitor.hub import Hub, Message
-from monitor.model import ChangeEvent, Drift, FalcoAlert
 from monitor.store import (
     DeadLetter,
     LifecycleError,
@@ -27,9 +26,8 @@ from monitor.store import (
     WriteBatch,
     WriteOutcome,
 )
+from monitor.types import ChangeEvent, Clock, Decoded, DecodeError, Drift, FalcoAlert, SkippedChange
 from rules.severity import RANK
-from streams.decode import Decoded, SkippedChange
-from streams.errors import DecodeError
 
 Observer = Callable[[list[ChangeEvent], list[Drift], list[FalcoAlert]], None]
 

@@ -22,7 +22,7 @@ import orjson
 
 from monitor.hub import Message
 from monitor.jsondiff import json_diff
-from monitor.model import ChangeEvent, Drift, FalcoAlert
+from monitor.types import ChangeEvent, Drift, FalcoAlert
 
 SCHEMA_VERSION = 4
 STATUSES = ("detected", "investigating", "resolved")

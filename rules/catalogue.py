@@ -37,7 +37,6 @@ CATEGORIES = frozenset(
         "other",
     }
 )
-SEVERITIES = ("low", "medium", "high", "critical")
 _FIELD = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
 _TYPE = re.compile(r"^[a-z][a-z0-9]*_[a-z0-9_]+$")
 _EVENT_KEYS = {"change", "resource", "id", "attributes", "category", "severity", "note"}
@@ -45,6 +44,18 @@ _EVENT_KEYS = {"change", "resource", "id", "attributes", "category", "severity",
 
 class CatalogueError(ValueError):
     """A catalogue file is malformed; the message names the file and the entry."""
+
+
+class Severity(StrEnum):
+    """How bad a drift is, lowest first: the order is the rank. `monitor.types` exports it."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+SEVERITIES = tuple(s.value for s in Severity)
 
 
 class Change(StrEnum):

@@ -43,9 +43,8 @@ from typing import Any
 
 import orjson
 
-from monitor.model import ChangeEvent
+from monitor.types import ChangeEvent, DecodeError
 from streams.cloudtrail import content_id
-from streams.errors import DecodeError
 from streams.gcp_audit import redact_secret_fields
 from streams.timefmt import normalise_time
 

@@ -8,8 +8,7 @@ from typing import Any
 
 import orjson
 
-from monitor.model import ChangeEvent
-from streams.errors import DecodeError
+from monitor.types import ChangeEvent, DecodeError
 from streams.timefmt import normalise_time
 
 EVENTBRIDGE_DETAIL = "AWS API Call via CloudTrail"

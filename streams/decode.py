@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
-from monitor.model import ChangeEvent, FalcoAlert
+from monitor.types import Decoded, DecodeError
 from streams.cloudtrail import decode_record, is_cloudtrail_record, iter_records
-from streams.errors import DecodeError
 from streams.falco import decode_alert, is_falco_alert
-
-
-@dataclass(frozen=True, slots=True)
-class SkippedChange:
-    """A change found, without decoding it here, to be one that cannot be drift and is not
-    stored (a read-only call, failed or not); `reason` is the detector's skip reason."""
-
-    reason: str
-
-
-Decoded = ChangeEvent | FalcoAlert | DecodeError | SkippedChange
 
 
 def decode_document(

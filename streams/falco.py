@@ -11,9 +11,8 @@ from typing import Any
 
 import orjson
 
-from monitor.model import ChangeEvent, FalcoAlert
+from monitor.types import ChangeEvent, DecodeError, FalcoAlert
 from streams.cloudtrail import content_id, decode_record
-from streams.errors import DecodeError
 from streams.timefmt import normalise_time
 
 PRIORITY_SEVERITY = {

@@ -20,16 +20,14 @@ from typing import Any, Literal, NamedTuple
 import grpc
 import grpc.aio
 
-from monitor.clock import Clock, utc_now
-from streams.decode import Decoded
-from streams.errors import DecodeError
+from monitor.clock import utc_now
+from monitor.types import Clock, Decoded, DecodeError, OnItems
 from streams.falco import decode_alert
 from streams.falco_pb import outputs_pb2, outputs_pb2_grpc, version_pb2, version_pb2_grpc
 
 log = logging.getLogger("driftline.falco_grpc")
 
 Mode = Literal["sub", "get"]
-OnItems = Callable[[list[Decoded]], Awaitable[object]]
 Sleep = Callable[[float], Awaitable[None]]
 
 # Falco's own spelling in json_output, indexed by the falco.schema.priority wire value.

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from streams.errors import DecodeError
+from monitor.types import DecodeError
 
 EVENT_SUFFIXES = (".json", ".json.gz", ".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".gz")
 

@@ -37,9 +37,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from monitor.model import ChangeEvent
+from monitor.types import ChangeEvent, DecodeError
 from streams.cloudtrail import content_id
-from streams.errors import DecodeError
 from streams.gcp_audit import redact_secret_fields
 from streams.timefmt import normalise_time
 

@@ -28,7 +28,7 @@ import logging
 import time
 import zlib
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -37,8 +37,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.helpers import create_ssl_context
 
-from streams.decode import Decoded, SkippedChange, decode_document
-from streams.errors import DecodeError
+from monitor.types import Decoded, DecodeError, OnItems, SkippedChange
+from streams.decode import decode_document
 from streams.files import RawDoc, parse_documents
 from streams.kafka_worker import FetchWorker, Part, WorkerGone
 from streams.triage import DECODE, SKIPPED
@@ -55,7 +55,6 @@ _LAZY_DECODERS: dict[str, str] = {
 _SSL_FILE_KEYS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password")
 _GZIP_MAGIC = b"\x1f\x8b"
 
-OnItems = Callable[[list[Decoded]], Awaitable[Any]]
 DeadLetter = Callable[[str, int, int, bytes | None, bytes | None, str], Any]
 DocDecoder = Callable[[Any], Iterable[Decoded]]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.errors import DecodeError
+from monitor.types import DecodeError
 
 
 def _from_epoch(value: float) -> datetime:

@@ -11,11 +11,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from monitor.types import OnItems
 from streams.trail_files import (
     DATED_KEY_RE,
     REGION,
     STREAM_ROOT_RE,
-    OnItems,
     StillWriting,
     TrailFile,
     TrailFileSource,

@@ -19,7 +19,7 @@ import time
 import zlib
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,14 +27,13 @@ from typing import Any
 
 import orjson
 
-from monitor.clock import Clock, utc_now
-from streams.decode import Decoded, decode_document
-from streams.errors import DecodeError
+from monitor.clock import utc_now
+from monitor.types import Clock, Decoded, DecodeError, OnItems
+from streams.decode import decode_document
 from streams.files import parse_documents
 
 log = logging.getLogger("driftline.trail")
 
-OnItems = Callable[[list[Decoded]], Awaitable[object]]
 
 GZIP_MAGIC = b"\x1f\x8b"
 REGION = r"[a-z]{2}(?:-[a-z]+)+-\d+"

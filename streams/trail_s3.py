@@ -11,12 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from monitor.types import OnItems
 from streams.trail_files import (
     ACCOUNT_RE,
     DATED_KEY_RE,
     ORG_RE,
     REGION_RE,
-    OnItems,
     TrailFile,
     TrailFileSource,
     Vanished,

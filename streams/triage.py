@@ -14,12 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from monitor.detect import SKIP_FAILED, SKIP_READ_ONLY
-from monitor.model import ChangeEvent
-from streams.decode import Decoded, SkippedChange
+from monitor.types import ChangeEvent, Decoded, SkippedChange, SkipReason
 
 DECODE, READ_ONLY, FAILED = 0, 1, 2
-SKIPPED = {READ_ONLY: SkippedChange(SKIP_READ_ONLY), FAILED: SkippedChange(SKIP_FAILED)}
+SKIPPED = {READ_ONLY: SkippedChange(SkipReason.READ_ONLY), FAILED: SkippedChange(SkipReason.FAILED)}
 
 
 def judge(items: Iterator[Decoded]) -> int:

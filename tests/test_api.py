@@ -12,7 +12,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from monitor.config import Config
+from monitor.app.config import Config
 from rules import load_catalogue
 from tests.support.live import SSEReader, running
 from tests.support.realdata import FALCO, cloudtrail_records

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from monitor.model import ChangeEvent
+from monitor.types import ChangeEvent, DecodeError
 from streams.azure_activity import (
     NOT_ACTIVITY,
     arm_parent,
@@ -25,7 +25,6 @@ from streams.azure_activity import (
 )
 from streams.azure_activity import NOT_COMPLETED as AZURE_NOT_COMPLETED
 from streams.azure_activity import decode_record as decode_azure_record
-from streams.errors import DecodeError
 from streams.files import parse_documents, read_documents
 from streams.gcp_audit import (
     NOT_AUDIT as GCP_NOT_AUDIT,

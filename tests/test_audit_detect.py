@@ -13,23 +13,12 @@ from typing import Any
 import orjson
 import pytest
 
-from monitor.detect import (
-    SKIP_FAILED,
-    SKIP_IN_STATE,
-    SKIP_NO_ID,
-    SKIP_NOT_IN_STATE,
-    SKIP_READ_ONLY,
-    SKIP_SERVICE,
-    SKIP_TERRAFORM,
-    Detection,
-    Detector,
-)
-from monitor.model import ChangeEvent, Drift, DriftKind
+from monitor.detect import Detection, Detector
 from monitor.tfstate import StateIndex, TfState, load_state_file, parse_state
+from monitor.types import ChangeEvent, DecodeError, Drift, DriftKind, SkipReason
 from rules import load_catalogue, load_severity
 from rules.catalogue import Catalogue
 from streams.azure_activity import decode_azure_activity
-from streams.errors import DecodeError
 from streams.files import read_documents
 from streams.gcp_audit import decode_gcp_audit
 from streams.k8s_audit import decode_event, decode_k8s_audit
@@ -203,11 +192,11 @@ def test_real_k8s_audit_events_against_a_cluster_state(catalogue: Catalogue) -> 
     )
     assert all(d.provider == "kubernetes" and d.detected_at == FIXED_NOW for d in drifts)
     assert skipped == {
-        SKIP_IN_STATE: 15,  # namespace foo x3, my-config x8, the deployment, service nginx x3
-        SKIP_NO_ID: 44,  # pods created by a ReplicaSet
-        SKIP_NOT_IN_STATE: 5,
-        SKIP_READ_ONLY: 1,
-        SKIP_SERVICE: 1,  # the control plane's token controller creating its own secret
+        SkipReason.IN_STATE: 15,  # namespace foo x3, my-config x8, the deployment, service nginx x3
+        SkipReason.NO_ID: 44,  # pods created by a ReplicaSet
+        SkipReason.NOT_IN_STATE: 5,
+        SkipReason.READ_ONLY: 1,
+        SkipReason.SERVICE: 1,  # the control plane's token controller creating its own secret
     }
 
 
@@ -218,7 +207,7 @@ def test_terraforms_own_k8s_calls_are_not_drift(catalogue: Catalogue) -> None:
     assert detector.detect(decode_event(doc)).drifts
     # The kubernetes provider's client sends "HashiCorp/1.0 Terraform/<version>".
     doc["userAgent"] = "HashiCorp/1.0 Terraform/1.7.4"
-    assert detector.detect(decode_event(doc)).skipped == SKIP_TERRAFORM
+    assert detector.detect(decode_event(doc)).skipped == SkipReason.TERRAFORM
 
 
 def _k8s_change(verb: str, ref: dict[str, Any], body: Any, **extra: Any) -> ChangeEvent:
@@ -317,11 +306,11 @@ def test_k8s_patches_compare_certain_attributes(catalogue: Catalogue) -> None:
     assert [_summary(d) for d in found.drifts] == [("modified", "kubernetes_secret_v1.db", None)]
     assert "bmV3" not in orjson.dumps([d.as_dict() for d in found.drifts]).decode()
     denied = _k8s_change("patch", deploy, {"spec": {"replicas": 9}}, responseStatus={"code": 403})
-    assert detector.detect(denied).skipped == SKIP_FAILED
+    assert detector.detect(denied).skipped == SkipReason.FAILED
     dry = _k8s_change(
         "patch", deploy, {"spec": {"replicas": 9}}, requestURI="/apis/apps/v1/x?dryRun=All"
     )
-    assert detector.detect(dry).skipped == SKIP_READ_ONLY
+    assert detector.detect(dry).skipped == SkipReason.READ_ONLY
 
 
 # ------------------------------------------------------------------ GCP
@@ -407,9 +396,9 @@ def test_gcp_audit_entries_against_google_states(catalogue: Catalogue) -> None:
         "fw-patch-by-terraform": [],
         "gke-pool-size": [("modified", "google_container_node_pool.default", None)],
     }
-    assert results["fw-delete-denied"].skipped == SKIP_FAILED
-    assert results["vm-get"].skipped == SKIP_READ_ONLY
-    assert results["fw-patch-by-terraform"].skipped == SKIP_TERRAFORM
+    assert results["fw-delete-denied"].skipped == SkipReason.FAILED
+    assert results["vm-get"].skipped == SkipReason.READ_ONLY
+    assert results["fw-patch-by-terraform"].skipped == SkipReason.TERRAFORM
     by = {(d.event_id, d.field): d for d in drifts}
     fw = by[("fw-patch-first", "source_ranges")]
     assert (fw.old_value, fw.new_value) == ([], ["0.0.0.0/0"])
@@ -500,7 +489,7 @@ def test_azure_activity_against_azurerm_states(catalogue: Catalogue) -> None:
         )
     ]
     assert summaries["microsoft.compute/virtualmachines/delete"] == []
-    assert by_name["microsoft.compute/virtualmachines/delete"].skipped == SKIP_FAILED
+    assert by_name["microsoft.compute/virtualmachines/delete"].skipped == SkipReason.FAILED
     assert summaries["microsoft.resources/subscriptions/resourcegroups/delete#export"] == [
         ("missing", "azurerm_resource_group.example", None)
     ]
@@ -515,7 +504,7 @@ def test_azure_activity_against_azurerm_states(catalogue: Catalogue) -> None:
     assert summaries["microsoft.keyvault/vaults/write#export"] == [
         ("modified", "azurerm_key_vault.prod", "public_network_access_enabled")
     ]
-    assert by_name["microsoft.compute/virtualmachines/read#export"].skipped == SKIP_READ_ONLY
+    assert by_name["microsoft.compute/virtualmachines/read#export"].skipped == SkipReason.READ_ONLY
     assert len(results) == 8 and nsg_rule in by_name
     by = {(d.event_id, d.field): d for d in drifts}
     port = by[("evt-hub-rule-end", "destination_port_range")]
@@ -535,7 +524,7 @@ def test_azure_apply_principal_is_terraform(catalogue: Catalogue) -> None:
     assert len(created) == 1
     assert _detector(catalogue, _azure_states()).detect(created[0]).drifts
     found = _detector(catalogue, _azure_states(), apply_principals=[app_id]).detect(created[0])
-    assert found.skipped == SKIP_TERRAFORM
+    assert found.skipped == SkipReason.TERRAFORM
 
 
 def test_upper_case_export_without_entity_cannot_match(catalogue: Catalogue) -> None:
@@ -545,7 +534,7 @@ def test_upper_case_export_without_entity_cannot_match(catalogue: Catalogue) -> 
     record = copy.deepcopy(doc["records"][0])
     del record["properties"]["entity"]
     [event] = _events(decode_azure_activity(record))
-    assert _detector(catalogue, _azure_states()).detect(event).skipped == SKIP_NOT_IN_STATE
+    assert _detector(catalogue, _azure_states()).detect(event).skipped == SkipReason.NOT_IN_STATE
 
 
 @pytest.mark.parametrize("provider", ["gcp", "azure", "kubernetes"])

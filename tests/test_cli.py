@@ -41,7 +41,10 @@ GOLDEN = Path(__file__).parent / "golden" / "invictus_drifts.jsonl"
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "monitor.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "monitor.app.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

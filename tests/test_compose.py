@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from monitor.cli import build_parser
+from monitor.app.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -31,7 +31,7 @@ async def serve(data_dir: Path) -> AsyncIterator[tuple[subprocess.Popen[bytes], 
         [
             sys.executable,
             "-m",
-            "monitor.cli",
+            "monitor.app.cli",
             "serve",
             "--state",
             str(ROOT / DEMO_STATE),

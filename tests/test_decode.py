@@ -9,10 +9,9 @@ import orjson
 import pytest
 
 from monitor.actors import actor_from_identity
-from monitor.model import ChangeEvent, FalcoAlert
+from monitor.types import ChangeEvent, DecodeError, FalcoAlert
 from streams.cloudtrail import decode_record, iter_records
 from streams.decode import decode_document
-from streams.errors import DecodeError
 from streams.falco import decode_alert
 from streams.files import event_files, parse_documents, read_documents
 from streams.timefmt import normalise_time

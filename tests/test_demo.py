@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import Config
+from monitor.app.config import Config
 from tests.support.live import SSEReader, running
 
 pytestmark = pytest.mark.timeout(60)

@@ -9,19 +9,9 @@ from typing import Any
 import pytest
 
 from monitor.clock import fixed_clock
-from monitor.detect import (
-    SKIP_FAILED,
-    SKIP_IN_STATE,
-    SKIP_NO_CHANGE,
-    SKIP_NOT_IN_STATE,
-    SKIP_READ_ONLY,
-    SKIP_SERVICE,
-    SKIP_TERRAFORM,
-    SKIP_UNMAPPED,
-    Detector,
-)
-from monitor.model import DriftKind
+from monitor.detect import Detector
 from monitor.tfstate import REDACTED, StateIndex, parse_state
+from monitor.types import DriftKind, SkipReason
 from rules.catalogue import load_catalogue
 from rules.severity import load_severity
 from streams.cloudtrail import decode_record
@@ -261,7 +251,7 @@ def test_same_policy_in_another_spelling_is_not_drift(detector: Detector) -> Non
         {"roleName": "stratus-red-team-backdoor-r-role", "policyDocument": encoded},
     )
     result = detector.detect(decode_record(rec))
-    assert result.drifts == () and result.skipped == SKIP_NO_CHANGE
+    assert result.drifts == () and result.skipped == SkipReason.NO_CHANGE
 
 
 @pytest.mark.parametrize(
@@ -367,14 +357,14 @@ def test_unmanaged_and_missing(detector: Detector) -> None:
     known = _record(
         "CreateRole", "iam.amazonaws.com", {"roleName": "stratus-red-team-backdoor-r-role"}
     )
-    assert detector.detect(decode_record(known)).skipped == SKIP_IN_STATE
+    assert detector.detect(decode_record(known)).skipped == SkipReason.IN_STATE
     delete = _record(
         "DeleteRole", "iam.amazonaws.com", {"roleName": "stratus-red-team-backdoor-r-role"}
     )
     [missing] = detector.detect(decode_record(delete)).drifts
     assert missing.kind is DriftKind.MISSING and missing.severity == "high"
     gone = _record("DeleteRole", "iam.amazonaws.com", {"roleName": "never-managed"})
-    assert detector.detect(decode_record(gone)).skipped == SKIP_NOT_IN_STATE
+    assert detector.detect(decode_record(gone)).skipped == SkipReason.NOT_IN_STATE
 
 
 def test_fan_out_gives_one_drift_per_resource_sorted(detector: Detector) -> None:
@@ -427,15 +417,18 @@ SERVICE_ROLE = {
 @pytest.mark.parametrize(
     ("over", "reason"),
     [
-        ({"errorCode": "AccessDenied"}, SKIP_FAILED),
-        ({"readOnly": True}, SKIP_READ_ONLY),
+        ({"errorCode": "AccessDenied"}, SkipReason.FAILED),
+        ({"readOnly": True}, SkipReason.READ_ONLY),
         (
             {"userAgent": "[APN/1.0 HashiCorp/1.0 Terraform/1.5.2 (+https://www.terraform.io)]"},
-            SKIP_TERRAFORM,
+            SkipReason.TERRAFORM,
         ),
-        ({"userIdentity": TF_ROLE}, SKIP_TERRAFORM),
-        ({"userIdentity": {"type": "AWSService", "invokedBy": "ec2.amazonaws.com"}}, SKIP_SERVICE),
-        ({"userIdentity": SERVICE_ROLE}, SKIP_SERVICE),
+        ({"userIdentity": TF_ROLE}, SkipReason.TERRAFORM),
+        (
+            {"userIdentity": {"type": "AWSService", "invokedBy": "ec2.amazonaws.com"}},
+            SkipReason.SERVICE,
+        ),
+        ({"userIdentity": SERVICE_ROLE}, SkipReason.SERVICE),
     ],
 )
 def test_not_drift(detector: Detector, over: dict, reason: str) -> None:
@@ -451,12 +444,12 @@ def test_not_drift(detector: Detector, over: dict, reason: str) -> None:
 
 def test_unknown_read_call_and_unknown_mutating_call(detector: Detector) -> None:
     read = _record("DescribeInstances", "ec2.amazonaws.com", {}, readOnly=None)
-    assert detector.detect(decode_record(read)).skipped == SKIP_READ_ONLY
+    assert detector.detect(decode_record(read)).skipped == SkipReason.READ_ONLY
     unknown = _record("ModifyInstancePlacement", "ec2.amazonaws.com", {"instanceId": "i-0aaa"})
     [drift] = detector.detect(decode_record(unknown)).drifts
     assert drift.field is None and drift.resource_address == "aws_instance.web"
     unrelated = _record("ModifyInstancePlacement", "ec2.amazonaws.com", {"instanceId": "i-9"})
-    assert detector.detect(decode_record(unrelated)).skipped == SKIP_UNMAPPED
+    assert detector.detect(decode_record(unrelated)).skipped == SkipReason.UNMAPPED
 
 
 def test_sensitive_values_never_leave(detector: Detector) -> None:

@@ -16,10 +16,8 @@ import grpc.aio
 import orjson
 import pytest
 
-from monitor.model import ChangeEvent, FalcoAlert
+from monitor.types import ChangeEvent, Decoded, DecodeError, FalcoAlert
 from rules import load_catalogue
-from streams.decode import Decoded
-from streams.errors import DecodeError
 from streams.falco import decode_alert
 from streams.falco_grpc import (
     LEGACY_SOURCES,

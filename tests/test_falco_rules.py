@@ -11,8 +11,8 @@ import orjson
 import yaml
 
 from monitor.detect import Detector
-from monitor.model import ChangeEvent
 from monitor.tfstate import StateIndex, parse_state
+from monitor.types import ChangeEvent
 from rules import load_catalogue, load_severity
 from streams.cloudtrail import decode_record
 from streams.falco import CT_FIELDS, decode_alert

@@ -32,8 +32,8 @@ from graph.model import (
     parse_ts,
 )
 from monitor.detect import Detector
-from monitor.model import ChangeEvent, Drift, FalcoAlert
 from monitor.tfstate import StateIndex, load_state_file, parse_state
+from monitor.types import ChangeEvent, Drift, FalcoAlert
 from rules import load_catalogue, load_severity
 from rules.catalogue import Catalogue, Change
 from rules.paths import extract

@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from graph.model import GraphLimits
-from monitor.config import Config
-from monitor.daemon import Daemon
+from monitor.app.config import Config
+from monitor.app.daemon import Daemon
 from rules import load_catalogue
 from tests.support.live import SSEReader, running
 from tests.support.realdata import TFSTATE, cloudtrail_records

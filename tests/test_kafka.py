@@ -23,13 +23,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from monitor.detect import Detector
 from monitor.hub import Hub
-from monitor.model import ChangeEvent, FalcoAlert
 from monitor.pipeline import Decoded, IngestResult, Pipeline
 from monitor.store import DriftFilter, SqliteStore
 from monitor.tfstate import StateIndex, parse_state
+from monitor.types import ChangeEvent, DecodeError, FalcoAlert
 from rules import load_catalogue, load_severity
 from streams.decode import decode_document
-from streams.errors import DecodeError
 from streams.kafka import FORMATS, KafkaSource, decode_value, decoder_for, parse_topics
 from streams.triage import DECODE, judge
 from tests.support.kafka_broker import (

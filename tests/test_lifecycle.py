@@ -12,7 +12,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from monitor.config import Config
+from monitor.app.config import Config
 from monitor.store import MIGRATIONS, SqliteStore
 from tests.support.live import SSEReader, running
 from tests.support.records import DEMO_STATE, resize

@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from monitor.detect import Detector
-from monitor.model import Drift, DriftKind
 from monitor.tfstate import StateIndex, parse_state
+from monitor.types import Drift, DriftKind
 from rules import load_catalogue, load_severity
 from rules.catalogue import Catalogue
 from streams.cloudtrail import decode_record

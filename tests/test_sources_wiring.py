@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from monitor.config import Config, ConfigError
-from monitor.daemon import Daemon
+from monitor.app.config import Config, ConfigError
+from monitor.app.daemon import Daemon
 from rules import load_catalogue
 from tests.support.kafka_broker import (
     create_topic,
@@ -36,7 +36,7 @@ async def test_falco_grpc_alerts_reach_sse_and_health(tmp_path: Path) -> None:
     sock = f"unix://{tmp_path}/falco.sock"
     server, _ = await servers.start(sock, falco)
     config = Config(
-        state=[str(ROOT / "monitor/demo/demo.tfstate")],
+        state=[str(ROOT / "monitor/app/demo/demo.tfstate")],
         data_dir=str(tmp_path),
         falco_grpc_target=sock,
         state_poll_seconds=60,
@@ -60,7 +60,7 @@ async def test_falco_grpc_alerts_reach_sse_and_health(tmp_path: Path) -> None:
 
 
 def test_bad_source_settings_are_config_errors(tmp_path: Path) -> None:
-    base = {"state": [str(ROOT / "monitor/demo/demo.tfstate")], "data_dir": str(tmp_path)}
+    base = {"state": [str(ROOT / "monitor/app/demo/demo.tfstate")], "data_dir": str(tmp_path)}
     with pytest.raises(ConfigError, match="falco_grpc_target"):
         Daemon(Config(**base, falco_grpc_target="falco.example:5060").validate())
     with pytest.raises(ConfigError, match="go together"):
@@ -111,7 +111,7 @@ async def test_trail_dir_feeds_detection_and_restart_rereads_nothing(tmp_path: P
 
 async def test_audit_ingest_endpoints(tmp_path: Path) -> None:
     config = Config(
-        state=[str(ROOT / "monitor/demo/demo.tfstate")],
+        state=[str(ROOT / "monitor/app/demo/demo.tfstate")],
         data_dir=str(tmp_path),
         state_poll_seconds=60,
         k8s_cluster="minikube",
@@ -148,7 +148,7 @@ async def test_kafka_topic_feeds_drifts_and_poison_goes_to_dead_letters(tmp_path
         records = [orjson.dumps(resize(f"k-{n}", f"t3.k{n}")) for n in range(6)]
         await produce(broker.bootstrap, topic, [*records[:3], b"{poison", *records[3:]])
         config = Config(
-            state=[str(ROOT / "monitor/demo/demo.tfstate")],
+            state=[str(ROOT / "monitor/app/demo/demo.tfstate")],
             data_dir=str(tmp_path / "data"),
             kafka_bootstrap=broker.bootstrap,
             kafka_topics=[f"cloudtrail:{topic}"],

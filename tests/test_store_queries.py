@@ -18,7 +18,6 @@ import pytest
 
 from monitor import store as store_mod
 from monitor.actors import Actor
-from monitor.model import Drift, DriftKind
 from monitor.store import (
     COUNTED,
     FACET_COLS,
@@ -30,6 +29,7 @@ from monitor.store import (
     StatusChange,
     WriteBatch,
 )
+from monitor.types import Drift, DriftKind
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -13,9 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from monitor.model import ChangeEvent
-from streams.decode import Decoded
-from streams.errors import DecodeError
+from monitor.types import ChangeEvent, Decoded, DecodeError
 from streams.trail_dir import TrailDirSource
 from streams.trail_files import CursorError, TrailCursor, decode_file
 from streams.trail_s3 import TrailS3Source, parse_prefix

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from monitor.daemon import Daemon
+from monitor.app.daemon import Daemon
 from web import graph, ingest, live, rest
 from web.envelope import ApiError, JSONResponse, error
 from web.openapi import SPEC

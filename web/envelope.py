@@ -91,7 +91,7 @@ def time_param(request: Request, name: str) -> str | None:
     raw = request.query_params.get(name)
     if not raw:
         return None
-    from streams.errors import DecodeError
+    from monitor.types import DecodeError
     from streams.timefmt import normalise_time
 
     try:

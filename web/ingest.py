@@ -8,8 +8,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from streams.decode import Decoded, decode_document
-from streams.errors import DecodeError
+from monitor.types import Decoded, DecodeError
+from streams.decode import decode_document
 from streams.files import parse_documents
 from web.envelope import ApiError, ok
 from web.rest import daemon_of

@@ -13,7 +13,7 @@ from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from monitor.daemon import Daemon
+from monitor.app.daemon import Daemon
 from monitor.hub import TOPICS, VALID_TOPICS, Message, Subscriber, expand_topics
 from monitor.store import DriftFilter, EventFilter
 from web.envelope import MAX_LIMIT, ApiError

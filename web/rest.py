@@ -11,7 +11,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from monitor.daemon import Daemon
+from monitor.app.daemon import Daemon
 from monitor.store import DRIFT_TYPES, DriftFilter, EventFilter, LifecycleError, StatusChange
 from web.envelope import (
     SEVERITIES,

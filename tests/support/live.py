@@ -13,8 +13,8 @@ import httpx
 import orjson
 import uvicorn
 
-from monitor.config import Config
-from monitor.daemon import Daemon
+from monitor.app.config import Config
+from monitor.app.daemon import Daemon
 from web.app import create_app
 
 

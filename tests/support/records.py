@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from monitor.demo_replay import demo_records
+from monitor.app.demo_replay import demo_records
 
-DEMO_STATE = "monitor/demo/demo.tfstate"
+DEMO_STATE = "monitor/app/demo/demo.tfstate"
 
 
 def template(event_name: str) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from monitor.detect import Detector
-from monitor.model import ChangeEvent
 from monitor.tfstate import StateIndex, parse_state
+from monitor.types import ChangeEvent
 from rules import load_catalogue, load_severity
 from rules.catalogue import Catalogue, Change
 from rules.paths import WILDCARD, extract, parse_path

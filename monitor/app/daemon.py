@@ -12,15 +12,16 @@ from typing import Any
 
 from graph.builder import GraphBuilder
 from graph.model import GraphDelta, GraphLimits
-from monitor.clock import Clock, utc_now
-from monitor.config import Config
+from monitor.app.config import Config
+from monitor.app.sources import build_sources
+from monitor.clock import utc_now
 from monitor.detect import Detector
 from monitor.engine import build_index, load_rules
 from monitor.hub import Hub
 from monitor.pipeline import Pipeline
-from monitor.sources import build_sources
 from monitor.store import DeadLetter, Retention, SqliteStore, Store
 from monitor.tfstate import StateError, TfState, load_states, state_files
+from monitor.types import Clock
 
 log = logging.getLogger("driftline")
 DEMO_DIR = Path(__file__).parent / "demo"
@@ -114,7 +115,7 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._prune_forever(), name="pruner"))
         self._tasks.append(asyncio.create_task(self._stats_forever(), name="stats"))
         if self.config.demo:
-            from monitor.demo_replay import replay_forever
+            from monitor.app.demo_replay import replay_forever
 
             self._tasks.append(
                 asyncio.create_task(

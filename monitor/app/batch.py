@@ -8,11 +8,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from monitor.app.progress import Progress
 from monitor.detect import Detector
-from monitor.model import ChangeEvent, Drift, FalcoAlert
-from monitor.progress import Progress
+from monitor.types import ChangeEvent, DecodeError, Drift, FalcoAlert
 from streams.decode import decode_document
-from streams.errors import DecodeError
 from streams.files import event_files, read_documents
 
 

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from monitor.config import Config, ConfigError
+from monitor.app.config import Config, ConfigError
+from monitor.types import OnItems, Source
 from rules.catalogue import Catalogue
-from streams.decode import Decoded
-
-OnItems = Callable[[list[Decoded]], Awaitable[Any]]
-
-
-class Source(Protocol):
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-    def status(self) -> dict[str, Any]: ...
 
 
 def build_sources(

@@ -1,20 +1,70 @@
-"""Domain values that cross boundaries: events, alerts, actors and drifts."""
+"""The contract: the values every package passes across its boundaries, and nothing else.
+
+Events, alerts, actors and drifts; the Severity / Status / DriftKind / SkipReason enums (the
+only lists of them); what a decoder yields (`Decoded`); what a source is and what it calls
+(`Source`, `OnItems`); the injectable `Clock`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final, Protocol
 
 from monitor.actors import UNKNOWN_ACTOR, Actor, actor_from_identity
+from rules.catalogue import Severity
 
-__all__ = ["UNKNOWN_ACTOR", "Actor", "ChangeEvent", "Drift", "DriftKind", "FalcoAlert"]
+__all__ = [
+    "UNKNOWN_ACTOR",
+    "Actor",
+    "ChangeEvent",
+    "Clock",
+    "DecodeError",
+    "Decoded",
+    "Drift",
+    "DriftKind",
+    "FalcoAlert",
+    "OnItems",
+    "Severity",
+    "SkipReason",
+    "SkippedChange",
+    "Source",
+    "Status",
+]
+
+Clock = Callable[[], str]
+"""Now, as ISO 8601 UTC text (`monitor.clock.utc_now`; tests inject a fixed one)."""
 
 
 class DriftKind(StrEnum):
+    """What kind of departure: a declared attribute changed, or a resource outside or gone."""
+
     MODIFIED = "modified"
     UNMANAGED = "unmanaged"
     MISSING = "missing"
+
+
+class Status(StrEnum):
+    """Where a drift is in its lifecycle (the lifecycle policy says which moves are allowed)."""
+
+    DETECTED = "detected"
+    INVESTIGATING = "investigating"
+    RESOLVED = "resolved"
+
+
+class SkipReason(StrEnum):
+    """Why a change produced no drift (counted in summaries and /stats)."""
+
+    FAILED = "failed call"
+    READ_ONLY = "read-only call"
+    TERRAFORM = "made by Terraform"
+    SERVICE = "service-internal call"
+    UNMAPPED = "not in the catalogue"
+    NO_ID = "no resource identifier in the record"
+    NOT_IN_STATE = "resource not in state"
+    IN_STATE = "created resource is in state"
+    NO_CHANGE = "matches state"
 
 
 class ChangeEvent:
@@ -22,7 +72,9 @@ class ChangeEvent:
 
     The record is kept in CloudTrail's shape (the decoders normalise other sources to it);
     fields other than the identifying ones are read from it on first use, so a call that is
-    dismissed early (read-only, failed, made by Terraform) costs almost nothing.
+    dismissed early (read-only, failed, made by Terraform) costs almost nothing. It is frozen:
+    its fields are `Final` (mypy refuses assignment; a runtime guard measured 0.75 us more per
+    event to build) and the record is never changed after decoding.
     """
 
     __slots__ = (
@@ -44,12 +96,12 @@ class ChangeEvent:
         record: dict[str, Any],
         provider: str = "aws",
     ) -> None:
-        self.event_id = event_id
-        self.event_source = event_source
-        self.event_name = event_name
-        self.event_time = event_time
-        self.record = record
-        self.provider = provider
+        self.event_id: Final = event_id
+        self.event_source: Final = event_source
+        self.event_name: Final = event_name
+        self.event_time: Final = event_time
+        self.record: Final = record
+        self.provider: Final = provider
         self._actor: Actor | None = None
 
     def __repr__(self) -> str:
@@ -210,3 +262,35 @@ class Drift:
             "user_agent": self.user_agent,
             "status": self.status,
         }
+
+
+class DecodeError(ValueError):
+    """A record that cannot be decoded; `reason` is a short, stable, countable phrase."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedChange:
+    """A change found, without decoding it in full, to be one that cannot be drift and is not
+    stored (a read-only call, failed or not); `reason` is the detector's skip reason."""
+
+    reason: SkipReason
+
+
+Decoded = ChangeEvent | FalcoAlert | DecodeError | SkippedChange
+"""What a decoder yields for one record."""
+
+OnItems = Callable[[list[Decoded]], Awaitable[Any]]
+"""What a source hands its decoded records to; it returns once they are stored."""
+
+
+class Source(Protocol):
+    """A live input: started and stopped by the app, reporting its state on /health."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def status(self) -> dict[str, Any]: ...

@@ -10,7 +10,7 @@ import sys
 import tempfile
 from typing import Any
 
-from monitor.config import ConfigError, load_config
+from monitor.app.config import ConfigError, load_config
 from monitor.tfstate import StateError
 from rules.catalogue import CatalogueError
 
@@ -86,7 +86,7 @@ def add_serve_parser(sub: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from monitor.daemon import Daemon
+    from monitor.app.daemon import Daemon
     from web.app import create_app
 
     flags = {

@@ -18,7 +18,7 @@ from monitor.clock import utc_now
 from streams.decode import decode_document
 
 if TYPE_CHECKING:
-    from monitor.daemon import Daemon
+    from monitor.app.daemon import Daemon
 
 STREAM = Path(__file__).parent / "demo" / "stream.jsonl"
 log = logging.getLogger("driftline.demo")

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 
 import orjson
 
-from monitor.batch import run_batch
+from monitor.app.batch import run_batch
+from monitor.app.progress import Progress
 from monitor.engine import build_detector
-from monitor.model import Drift
-from monitor.progress import Progress
 from monitor.tfstate import StateError
+from monitor.types import Drift
 from rules.catalogue import CatalogueError
 from streams.files import event_files
 
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     det.set_defaults(func=_detect)
 
-    from monitor.serve import add_serve_parser
+    from monitor.app.serve import add_serve_parser
 
     add_serve_parser(sub)
     return parser
