@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -180,10 +180,8 @@ def _sensitive_names(raw: Any) -> frozenset[str]:
     return frozenset(names)
 
 
-def parse_state(doc: Any, path: str, mtime: float | None = None) -> TfState:
-    """Validate a decoded state document and build its instances."""
-    if not isinstance(doc, dict):
-        raise StateError(f"{path}: not a Terraform state (expected a JSON object)")
+def _check_versions(doc: dict[str, Any], path: str) -> int:
+    """The state format version, once it and the Terraform version are known to be usable."""
     version = doc.get("version")
     if version != SUPPORTED_VERSION:
         if isinstance(version, int) and version < SUPPORTED_VERSION:
@@ -202,6 +200,55 @@ def parse_state(doc: Any, path: str, mtime: float | None = None) -> TfState:
             f"{path}: terraform_version {tf_version} cannot write state format 4 "
             "(needs 0.12 or later); the file is inconsistent"
         )
+    return version
+
+
+def _instances(res: Any, where: str, path: str) -> Iterator[ResourceInstance]:
+    """The instances of one `resources[]` entry."""
+    if not isinstance(res, dict):
+        raise StateError(f"{where}: expected an object")
+    mode, rtype, name = res.get("mode"), res.get("type"), res.get("name")
+    if mode not in ("managed", "data") or not isinstance(rtype, str) or not isinstance(name, str):
+        raise StateError(f"{where}: needs mode (managed|data), type and name")
+    module = res.get("module")
+    if module is not None and not isinstance(module, str):
+        raise StateError(f"{where}: 'module' must be a string")
+    provider = str(res.get("provider", ""))
+    pname = provider_name(provider) if provider else rtype.split("_", 1)[0]
+    instances = res.get("instances", [])
+    if not isinstance(instances, list):
+        raise StateError(f"{where}: 'instances' must be a list")
+    for k, inst in enumerate(instances):
+        if not isinstance(inst, dict):
+            raise StateError(f"{where}.instances[{k}]: expected an object")
+        attrs = inst.get("attributes")
+        if attrs is None and "attributes_flat" in inst:
+            attrs = dict(inst["attributes_flat"])
+        if not isinstance(attrs, dict):
+            raise StateError(f"{where}.instances[{k}]: 'attributes' must be an object")
+        deps = inst.get("dependencies") or inst.get("depends_on") or res.get("depends_on") or []
+        key = inst.get("index_key")
+        yield ResourceInstance(
+            address=_address(module, mode, rtype, name, key),
+            mode=mode,
+            type=rtype,
+            name=name,
+            module=module,
+            index_key=key,
+            provider=provider,
+            provider_name=pname,
+            attributes=attrs,
+            sensitive=_sensitive_names(inst.get("sensitive_attributes")),
+            dependencies=tuple(str(d) for d in deps if isinstance(d, str)),
+            state_path=path,
+        )
+
+
+def parse_state(doc: Any, path: str, mtime: float | None = None) -> TfState:
+    """Validate a decoded state document and build its instances."""
+    if not isinstance(doc, dict):
+        raise StateError(f"{path}: not a Terraform state (expected a JSON object)")
+    version = _check_versions(doc, path)
     resources = doc.get("resources", [])
     if not isinstance(resources, list):
         raise StateError(f"{path}: 'resources' must be a list")
@@ -211,54 +258,13 @@ def parse_state(doc: Any, path: str, mtime: float | None = None) -> TfState:
     managed: list[ResourceInstance] = []
     data: list[ResourceInstance] = []
     for n, res in enumerate(resources):
-        where = f"{path}: resources[{n}]"
-        if not isinstance(res, dict):
-            raise StateError(f"{where}: expected an object")
-        mode, rtype, name = res.get("mode"), res.get("type"), res.get("name")
-        if (
-            mode not in ("managed", "data")
-            or not isinstance(rtype, str)
-            or not isinstance(name, str)
-        ):
-            raise StateError(f"{where}: needs mode (managed|data), type and name")
-        module = res.get("module")
-        if module is not None and not isinstance(module, str):
-            raise StateError(f"{where}: 'module' must be a string")
-        provider = str(res.get("provider", ""))
-        pname = provider_name(provider) if provider else rtype.split("_", 1)[0]
-        instances = res.get("instances", [])
-        if not isinstance(instances, list):
-            raise StateError(f"{where}: 'instances' must be a list")
-        for k, inst in enumerate(instances):
-            if not isinstance(inst, dict):
-                raise StateError(f"{where}.instances[{k}]: expected an object")
-            attrs = inst.get("attributes")
-            if attrs is None and "attributes_flat" in inst:
-                attrs = dict(inst["attributes_flat"])
-            if not isinstance(attrs, dict):
-                raise StateError(f"{where}.instances[{k}]: 'attributes' must be an object")
-            deps = inst.get("dependencies") or inst.get("depends_on") or res.get("depends_on") or []
-            key = inst.get("index_key")
-            ri = ResourceInstance(
-                address=_address(module, mode, rtype, name, key),
-                mode=mode,
-                type=rtype,
-                name=name,
-                module=module,
-                index_key=key,
-                provider=provider,
-                provider_name=pname,
-                attributes=attrs,
-                sensitive=_sensitive_names(inst.get("sensitive_attributes")),
-                dependencies=tuple(str(d) for d in deps if isinstance(d, str)),
-                state_path=path,
-            )
-            (managed if mode == "managed" else data).append(ri)
+        for ri in _instances(res, f"{path}: resources[{n}]", path):
+            (managed if ri.mode == "managed" else data).append(ri)
     modified = datetime.fromtimestamp(mtime or 0, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return TfState(
         path=path,
         version=version,
-        terraform_version=str(tf_version),
+        terraform_version=str(doc.get("terraform_version")),
         serial=serial,
         lineage=str(doc.get("lineage", "")),
         managed=tuple(managed),

@@ -120,6 +120,36 @@ def _as_tuple(value: Any) -> tuple[Any, ...]:
     return tuple(value) if isinstance(value, list) else (value,)
 
 
+def _parse_attribute(where: str, field: Any, aspec: Any) -> AttributeRule:
+    """One entry of an event's `attributes`: `field: <path>` or `field: {from|const, as, map}`."""
+    if not isinstance(field, str) or not _FIELD.match(field):
+        raise CatalogueError(f"{where}: bad attribute name {field!r}")
+    where = f"{where}.{field}"
+    if isinstance(aspec, str):
+        aspec = {"from": aspec}
+    if not isinstance(aspec, dict) or ("from" in aspec) == ("const" in aspec):
+        raise CatalogueError(f"{where}: needs 'from: <path>' or 'const: <value>'")
+    extra = set(aspec) - {"from", "as", "map", "const"}
+    if extra:
+        raise CatalogueError(f"{where}: unknown keys {sorted(extra)}")
+    transform = aspec.get("as", "value")
+    if transform not in TRANSFORMS:
+        raise CatalogueError(
+            f"{where}: unknown transform {transform!r} (one of {sorted(TRANSFORMS)})"
+        )
+    mapping = aspec.get("map")
+    if mapping is not None and not isinstance(mapping, dict):
+        raise CatalogueError(f"{where}: map must be a mapping")
+    if "const" in aspec:
+        return AttributeRule(field, None, transform, None, aspec["const"])
+    try:
+        path = parse_path(aspec["from"])
+    except PathError as exc:
+        raise CatalogueError(f"{where}: {exc}") from None
+    pairs = tuple(sorted((str(k), v) for k, v in mapping.items())) if mapping else None
+    return AttributeRule(field, path, transform, pairs)
+
+
 def _parse_event(
     where: str, provider: str, source: str, category: str, name: str, spec: Any
 ) -> EventRule:
@@ -148,48 +178,12 @@ def _parse_event(
         id_paths = tuple(parse_path(p) for p in ids)
     except PathError as exc:
         raise CatalogueError(f"{where}: event {name}: id: {exc}") from None
-    attrs: list[AttributeRule] = []
     raw_attrs = spec.get("attributes") or {}
     if not isinstance(raw_attrs, dict):
         raise CatalogueError(f"{where}: event {name}: attributes must be a mapping")
     if raw_attrs and change is not Change.MODIFY:
         raise CatalogueError(f"{where}: event {name}: attributes only apply to change: modify")
-    for field, aspec in raw_attrs.items():
-        if not isinstance(field, str) or not _FIELD.match(field):
-            raise CatalogueError(f"{where}: event {name}: bad attribute name {field!r}")
-        if isinstance(aspec, str):
-            aspec = {"from": aspec}
-        if not isinstance(aspec, dict) or ("from" in aspec) == ("const" in aspec):
-            raise CatalogueError(
-                f"{where}: event {name}.{field}: needs 'from: <path>' or 'const: <value>'"
-            )
-        extra = set(aspec) - {"from", "as", "map", "const"}
-        if extra:
-            raise CatalogueError(f"{where}: event {name}.{field}: unknown keys {sorted(extra)}")
-        transform = aspec.get("as", "value")
-        if transform not in TRANSFORMS:
-            raise CatalogueError(
-                f"{where}: event {name}.{field}: unknown transform {transform!r} "
-                f"(one of {sorted(TRANSFORMS)})"
-            )
-        mapping = aspec.get("map")
-        if mapping is not None and not isinstance(mapping, dict):
-            raise CatalogueError(f"{where}: event {name}.{field}: map must be a mapping")
-        if "const" in aspec:
-            attrs.append(AttributeRule(field, None, transform, None, aspec["const"]))
-            continue
-        try:
-            path = parse_path(aspec["from"])
-        except PathError as exc:
-            raise CatalogueError(f"{where}: event {name}.{field}: {exc}") from None
-        attrs.append(
-            AttributeRule(
-                field,
-                path,
-                transform,
-                tuple(sorted((str(k), v) for k, v in mapping.items())) if mapping else None,
-            )
-        )
+    attrs = [_parse_attribute(f"{where}: event {name}", f, a) for f, a in raw_attrs.items()]
     cat = spec.get("category", category)
     if cat not in CATEGORIES:
         raise CatalogueError(f"{where}: event {name}: unknown category {cat!r}")

@@ -87,40 +87,30 @@ class Config:
     log_level: str = "info"
 
     def validate(self) -> Config:
+        """Check every setting; ConfigError names the first one that is wrong."""
         if not (0 <= self.port <= 65535):
             raise ConfigError(f"port: {self.port} is not a TCP port (0-65535)")
-        if self.store not in ("sqlite", "memory"):
-            raise ConfigError(f"store: {self.store!r} must be sqlite or memory")
+        for name, allowed in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"{name}: {value!r} must be {' or '.join(allowed)}")
         if self.synchronous.upper() not in ("FULL", "NORMAL"):
             raise ConfigError(f"synchronous: {self.synchronous!r} must be FULL or NORMAL")
         self.synchronous = self.synchronous.upper()
-        for name in ("max_body_bytes", "max_ws_message_bytes", "subscriber_queue", "resume_buffer"):
+        for name in _POSITIVE:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
-        for name in (
-            "max_events",
-            "max_drifts",
-            "max_messages",
-            "graph_max_events",
-            "graph_max_drifts",
-            "graph_max_alerts",
-            "graph_max_elements",
-        ):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
-        for name in (
-            "sse_keepalive_seconds",
-            "state_poll_seconds",
-            "demo_interval_seconds",
-            "event_retention_days",
-            "resolved_retention_days",
-            "prune_interval_seconds",
-            "stats_interval_seconds",
-            "graph_retention_hours",
-            "graph_window_seconds",
-        ):
-            if getattr(self, name) <= 0:
+        for name in _POSITIVE_SECONDS:
+            value = getattr(self, name)
+            if value is not None and value <= 0:
                 raise ConfigError(f"{name}: must be a positive number of seconds")
+        self._check_paths()
+        self._check_kafka()
+        if self.log_level not in ("critical", "error", "warning", "info", "debug"):
+            raise ConfigError(f"log_level: {self.log_level!r} is not a log level")
+        return self
+
+    def _check_paths(self) -> None:
         if not self.state and not self.demo:
             raise ConfigError(
                 "state: no Terraform state given; pass --state PATH (repeatable), set "
@@ -133,28 +123,53 @@ class Config:
             raise ConfigError(f"severity_rules: {self.severity_rules}: no such file")
         if self.trail_dir and not Path(self.trail_dir).is_dir():
             raise ConfigError(f"trail_dir: {self.trail_dir}: no such directory")
-        if self.trail_poll_seconds is not None and self.trail_poll_seconds <= 0:
-            raise ConfigError("trail_poll_seconds: must be a positive number of seconds")
-        if self.kafka_topics and not self.kafka_bootstrap:
-            raise ConfigError("kafka_topics: set kafka_bootstrap (--kafka-bootstrap HOST:PORT)")
-        if self.kafka_bootstrap and not self.kafka_topics:
-            raise ConfigError("kafka_bootstrap: declare topics with --kafka-topic FORMAT:TOPIC")
-        if self.kafka_offset_reset not in ("earliest", "latest"):
-            raise ConfigError("kafka_offset_reset: must be earliest or latest")
-        for name in ("kafka_max_batch", "kafka_max_inflight", "kafka_commit_every"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name}: must be positive")
-        if self.kafka_commit_interval <= 0:
-            raise ConfigError("kafka_commit_interval: must be a positive number of seconds")
-        if self.falco_grpc_mode not in ("sub", "get"):
-            raise ConfigError(f"falco_grpc_mode: {self.falco_grpc_mode!r} must be sub or get")
         for name in ("falco_grpc_ca", "falco_grpc_cert", "falco_grpc_key"):
             path = getattr(self, name)
             if path and not Path(path).is_file():
                 raise ConfigError(f"{name}: {path}: no such file")
-        if self.log_level not in ("critical", "error", "warning", "info", "debug"):
-            raise ConfigError(f"log_level: {self.log_level!r} is not a log level")
-        return self
+
+    def _check_kafka(self) -> None:
+        if self.kafka_topics and not self.kafka_bootstrap:
+            raise ConfigError("kafka_topics: set kafka_bootstrap (--kafka-bootstrap HOST:PORT)")
+        if self.kafka_bootstrap and not self.kafka_topics:
+            raise ConfigError("kafka_bootstrap: declare topics with --kafka-topic FORMAT:TOPIC")
+
+
+# Settings with a fixed set of values, and the order validate() checks them in.
+_CHOICES = {
+    "store": ("sqlite", "memory"),
+    "kafka_offset_reset": ("earliest", "latest"),
+    "falco_grpc_mode": ("sub", "get"),
+}
+_POSITIVE = (
+    "max_body_bytes",
+    "max_ws_message_bytes",
+    "subscriber_queue",
+    "resume_buffer",
+    "max_events",
+    "max_drifts",
+    "max_messages",
+    "graph_max_events",
+    "graph_max_drifts",
+    "graph_max_alerts",
+    "graph_max_elements",
+    "kafka_max_batch",
+    "kafka_max_inflight",
+    "kafka_commit_every",
+)
+_POSITIVE_SECONDS = (
+    "sse_keepalive_seconds",
+    "state_poll_seconds",
+    "demo_interval_seconds",
+    "event_retention_days",
+    "resolved_retention_days",
+    "prune_interval_seconds",
+    "stats_interval_seconds",
+    "graph_retention_hours",
+    "graph_window_seconds",
+    "trail_poll_seconds",
+    "kafka_commit_interval",
+)
 
 
 def _coerce(name: str, value: Any, kind: str) -> Any:

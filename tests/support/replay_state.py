@@ -8,6 +8,7 @@ modifies through the catalogue gives the state as it was just before the destroy
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -16,7 +17,7 @@ from monitor.detect import Detector
 from monitor.tfstate import StateIndex, parse_state
 from monitor.types import ChangeEvent
 from rules import load_catalogue, load_severity
-from rules.catalogue import Catalogue, Change
+from rules.catalogue import Catalogue, Change, EventRule
 from rules.paths import WILDCARD, extract, parse_path
 from rules.transforms import TRANSFORMS, TransformError
 from streams.cloudtrail import decode_record
@@ -85,6 +86,35 @@ def _values(event: ChangeEvent, path: str) -> list[Any]:
     return extract(event.root(), parse_path(path))
 
 
+def _created(event: ChangeEvent, rtype: str, rid: str, catalogue: Catalogue) -> dict[str, Any]:
+    """The attributes of a resource as its create call shows them."""
+    attrs: dict[str, Any] = {"id": rid, **DEFAULTS.get(rtype, {})}
+    keys = catalogue.identifiers.get(rtype, ("name",))
+    if keys:
+        attrs.setdefault(keys[0], rid)
+    for attr, path in CAPTURE.get(rtype, {}).items():
+        found = _values(event, path)
+        if found:
+            attrs[attr] = found[0]
+    return attrs
+
+
+def _apply(root: dict[str, Any], rule: EventRule, target: dict[str, Any]) -> None:
+    """A modify call's attributes written over the resource's."""
+    for attr in rule.attributes:
+        if attr.path is None:
+            raw: Any = attr.const
+        else:
+            vals = extract(root, attr.path)
+            if not vals:
+                continue
+            raw = vals if WILDCARD in attr.path else vals[0]
+        with contextlib.suppress(TransformError):
+            target[attr.field.split(".")[0]] = TRANSFORMS[attr.transform][0](
+                raw, target.get(attr.field)
+            )
+
+
 def replay_state(records: Iterable[dict[str, Any]], catalogue: Catalogue) -> dict[str, Any]:
     """A version 4 state document from Terraform's successful creates and modifies."""
     events = sorted((decode_record(r) for r in records), key=lambda e: e.event_time)
@@ -100,36 +130,14 @@ def replay_state(records: Iterable[dict[str, Any]], catalogue: Catalogue) -> dic
         for rid in (str(i) for i in ids if isinstance(i, (str, int))):
             if rule.change is Change.CREATE:
                 rtype = rule.resource_types[0]
-                attrs: dict[str, Any] = {"id": rid, **DEFAULTS.get(rtype, {})}
-                keys = catalogue.identifiers.get(rtype, ("name",))
-                if keys:
-                    attrs.setdefault(keys[0], rid)
-                for attr, path in CAPTURE.get(rtype, {}).items():
-                    found = _values(event, path)
-                    if found:
-                        attrs[attr] = found[0]
-                instances[(rtype, rid)] = attrs
+                instances[(rtype, rid)] = _created(event, rtype, rid, catalogue)
             elif rule.change is Change.MODIFY:
                 target = next(
                     (instances[(t, rid)] for t in rule.resource_types if (t, rid) in instances),
                     None,
                 )
-                if target is None:
-                    continue
-                for attr in rule.attributes:
-                    if attr.path is None:
-                        raw: Any = attr.const
-                    else:
-                        vals = extract(root, attr.path)
-                        if not vals:
-                            continue
-                        raw = vals if WILDCARD in attr.path else vals[0]
-                    try:
-                        target[attr.field.split(".")[0]] = TRANSFORMS[attr.transform][0](
-                            raw, target.get(attr.field)
-                        )
-                    except TransformError:
-                        continue
+                if target is not None:
+                    _apply(root, rule, target)
     resources = []
     names: set[str] = set()
     for (rtype, rid), attrs in sorted(instances.items()):
