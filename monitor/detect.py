@@ -258,20 +258,7 @@ class Detector:
                     )
                 )
         if not extracted:
-            drifts.append(
-                self._drift(
-                    event,
-                    rule,
-                    DriftKind.MODIFIED,
-                    inst.type,
-                    inst.resource_id,
-                    inst,
-                    None,
-                    None,
-                    None,
-                    detected_at,
-                )
-            )
+            drifts.append(self._coarse(event, rule, inst, detected_at))
         return drifts
 
     def _unmapped(self, event: ChangeEvent) -> Detection:
@@ -293,22 +280,17 @@ class Detector:
         if not seen:
             return Detection((), SkipReason.UNMAPPED)
         detected_at = self.clock()
-        drifts = [
-            self._drift(
-                event,
-                None,
-                DriftKind.MODIFIED,
-                inst.type,
-                inst.resource_id,
-                inst,
-                None,
-                None,
-                None,
-                detected_at,
-            )
-            for _, inst in sorted(seen.items())
-        ]
+        drifts = [self._coarse(event, None, inst, detected_at) for _, inst in sorted(seen.items())]
         return Detection(tuple(drifts))
+
+    def _coarse(
+        self, event: ChangeEvent, rule: EventRule | None, inst: ResourceInstance, detected_at: str
+    ) -> Drift:
+        """A change to a managed resource known only coarsely: no field, no values."""
+        kind = DriftKind.MODIFIED
+        return self._drift(
+            event, rule, kind, inst.type, inst.resource_id, inst, None, None, None, detected_at
+        )
 
     def _drift(
         self,
