@@ -11,6 +11,7 @@ import orjson
 
 from monitor.app.batch import run_batch
 from monitor.app.progress import Progress
+from monitor.app.serve import add_serve_parser
 from monitor.engine import build_detector
 from monitor.tfstate import StateError
 from monitor.types import Drift
@@ -92,9 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="CloudTrail or Falco files or directories (json, json.gz, ndjson)",
     )
     det.set_defaults(func=_detect)
-
-    from monitor.app.serve import add_serve_parser
-
     add_serve_parser(sub)
     return parser
 
