@@ -193,11 +193,21 @@ def _parse_event(
     return EventRule(provider, source, name, change, types, id_paths, tuple(attrs), cat, sev)
 
 
+# libyaml's loader, where PyYAML was built with it: it reads the catalogue many times faster
+# than the pure-Python one (every `serve` and `detect` start reads all of it).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def read_yaml(text: str) -> Any:
+    """YAML text to plain values, as yaml.safe_load would give them."""
+    return yaml.load(text, Loader=_LOADER)
+
+
 def load_file(path: Path) -> tuple[list[EventRule], dict[str, tuple[str, ...]]]:
     """Parse one catalogue file; every problem is a CatalogueError naming the file."""
     where = str(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = read_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise CatalogueError(f"{where}: not valid YAML: {exc}") from None
     if not isinstance(doc, dict) or doc.get("version") != 1:

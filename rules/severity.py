@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from rules.catalogue import CATEGORIES, SEVERITIES, CatalogueError
+from rules.catalogue import CATEGORIES, SEVERITIES, CatalogueError, read_yaml
 
 DEFAULT_FILE = Path(__file__).parent / "severity.yaml"
 RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -49,7 +49,7 @@ def _sev(where: str, value: Any) -> str:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = read_yaml(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise CatalogueError(f"{path}: cannot read severity rules: {exc}") from None
     if not isinstance(doc, dict) or doc.get("version") != 1:
