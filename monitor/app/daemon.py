@@ -13,6 +13,7 @@ from typing import Any
 from graph.builder import GraphBuilder
 from graph.model import GraphDelta, GraphLimits
 from monitor.app.config import Config
+from monitor.app.demo_replay import replay_forever
 from monitor.app.sources import build_sources
 from monitor.clock import utc_now
 from monitor.detect import Detector
@@ -29,23 +30,13 @@ DEMO_DIR = Path(__file__).parent / "demo"
 
 @dataclass
 class StateStatus:
-    """What /health says about the Terraform state."""
+    """The loaded Terraform state, its fingerprint and the last reload error."""
 
     states: list[TfState] = field(default_factory=list)
     fingerprint: tuple[tuple[str, int, int], ...] = ()
     loaded_at: str | None = None
     error: str | None = None
     reloads: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "status": "degraded" if self.error else "ok",
-            "files": [s.summary() for s in self.states],
-            "resource_count": sum(len(s.managed) for s in self.states),
-            "loaded_at": self.loaded_at,
-            "reloads": self.reloads,
-            "error": self.error,
-        }
 
 
 def _fingerprint(paths: list[str]) -> tuple[tuple[str, int, int], ...]:
@@ -115,13 +106,10 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._prune_forever(), name="pruner"))
         self._tasks.append(asyncio.create_task(self._stats_forever(), name="stats"))
         if self.config.demo:
-            from monitor.app.demo_replay import replay_forever
-
-            self._tasks.append(
-                asyncio.create_task(
-                    replay_forever(self, self.config.demo_interval_seconds), name="demo"
-                )
+            demo = replay_forever(
+                self.pipeline.ingest, self.catalogue.source_for, self.config.demo_interval_seconds
             )
+            self._tasks.append(asyncio.create_task(demo, name="demo"))
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -15,7 +15,7 @@ import uvicorn
 
 from monitor.app.config import Config
 from monitor.app.daemon import Daemon
-from web.app import create_app
+from monitor.app.web_api import web_app
 
 
 @dataclass
@@ -39,7 +39,7 @@ async def running(config: Config) -> AsyncIterator[Running]:
     port = sock.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(daemon),
+            web_app(daemon),
             host="127.0.0.1",
             port=port,
             log_level="warning",
