@@ -23,6 +23,8 @@ from monitor.pipeline import Pipeline
 from monitor.store import DeadLetter, Retention, SqliteStore, Store
 from monitor.tfstate import StateError, TfState, load_states, state_files
 from monitor.types import Clock
+from rules.catalogue import Catalogue
+from rules.severity import SeverityRules
 
 log = logging.getLogger("driftline")
 DEMO_DIR = Path(__file__).parent / "demo"
@@ -53,10 +55,16 @@ def _fingerprint(paths: list[str]) -> tuple[tuple[str, int, int], ...]:
 class Daemon:
     """Everything `driftline serve` runs. Background tasks start in `start()`, never before."""
 
-    def __init__(self, config: Config, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock = utc_now,
+        rules: tuple[Catalogue, SeverityRules] | None = None,
+    ) -> None:
+        """`rules` are the already loaded catalogue and severity rules (else loaded here)."""
         self.config = config
         self.clock = clock
-        self.catalogue, self.severity = load_rules(config.severity_rules)
+        self.catalogue, self.severity = rules or load_rules(config.severity_rules)
         self.state_paths = list(config.state) or [str(DEMO_DIR / "demo.tfstate")]
         self.state = StateStatus()
         self._load_state_or_raise()
