@@ -44,6 +44,7 @@ from bench.detect_throughput import amplified
 from monitor.actors import Actor
 from monitor.app.config import Config
 from monitor.app.daemon import Daemon
+from monitor.app.web_api import web_app
 from monitor.detect import Detector
 from monitor.hub import Hub
 from monitor.pipeline import Decoded, Pipeline
@@ -61,7 +62,6 @@ from streams.cloudtrail import decode_record
 from tests.support.realdata import ROOT, cloudtrail_records
 from tests.support.records import DEMO_STATE, resize
 from tests.support.replay_state import filler_resources, replay_state
-from web.app import create_app
 
 TARGET_P99_MS = 20.0
 TARGET_RATIO = 0.7
@@ -606,7 +606,7 @@ async def serving(config: Config) -> AsyncIterator[httpx.AsyncClient]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(daemon), log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(web_app(daemon), log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():

@@ -1,4 +1,4 @@
-"""The live API over a real uvicorn: ingest, REST, WebSocket and SSE."""
+"""The API: REST handlers in memory (ASGI), live paths over a real uvicorn (WebSocket, SSE)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from websockets.asyncio.client import connect
 
 from monitor.app.config import Config
 from rules import load_catalogue
-from tests.support.live import SSEReader, running
+from tests.support.asgi import in_memory
+from tests.support.live import SSEReader, running, wait_until
 from tests.support.realdata import FALCO, cloudtrail_records
 from tests.support.replay_state import replay_state
 from web.openapi import SPEC
@@ -48,12 +49,14 @@ def _config(tmp_path: Path, state: Path, **over: Any) -> Config:
 
 
 async def _ws_recv(ws: Any, type_: str) -> dict[str, Any]:
-    while True:
-        msg = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
-        if msg["type"] == type_:
-            return msg  # type: ignore[no-any-return]
+    async with asyncio.timeout(10):  # for the one wanted, however many others come first
+        while True:
+            msg = orjson.loads(await ws.recv())
+            if msg["type"] == type_:
+                return msg  # type: ignore[no-any-return]
 
 
+@pytest.mark.integration
 async def test_a_real_record_posted_arrives_on_sse_and_ws(tmp_path: Path, state_path: Path):
     async with (
         running(_config(tmp_path, state_path)) as srv,
@@ -89,6 +92,7 @@ async def test_a_real_record_posted_arrives_on_sse_and_ws(tmp_path: Path, state_
         assert one["user_identity"]["user_name"] == "bert-jan"
 
 
+@pytest.mark.integration
 async def test_falco_http_output_ndjson_and_sidekick(tmp_path: Path, state_path: Path):
     lines = [
         line
@@ -136,7 +140,7 @@ async def test_falco_http_output_ndjson_and_sidekick(tmp_path: Path, state_path:
 async def test_bad_ingest_bodies(
     tmp_path: Path, state_path: Path, body: bytes, status: int, code: str
 ) -> None:
-    async with running(_config(tmp_path, state_path)) as srv:
+    async with in_memory(_config(tmp_path, state_path)) as srv:
         resp = await srv.client.post("/api/v1/ingest/cloudtrail", content=body)
         assert resp.status_code == status
         assert resp.json() == {
@@ -158,7 +162,7 @@ async def test_good_records_survive_bad_neighbours_and_size_limit(
             orjson.dumps(records[2]),
         ]
     )
-    async with running(_config(tmp_path, state_path, max_body_bytes=4096)) as srv:
+    async with in_memory(_config(tmp_path, state_path, max_body_bytes=4096)) as srv:
         small = b"\n".join(orjson.dumps(r) for r in records[:1])
         assert len(small) < 4096
         resp = await srv.client.post(
@@ -178,7 +182,7 @@ async def test_good_records_survive_bad_neighbours_and_size_limit(
         streamed = await srv.client.post("/api/v1/ingest/cloudtrail", content=chunks())
         assert streamed.status_code == 413
 
-    async with running(_config(tmp_path, state_path)) as srv:
+    async with in_memory(_config(tmp_path, state_path)) as srv:
         resp = await srv.client.post("/api/v1/ingest/cloudtrail", content=body)
         data = resp.json()["data"]
         assert resp.status_code == 202 and data["accepted"] == 3 and data["rejected"] == 2
@@ -204,7 +208,7 @@ async def test_good_records_survive_bad_neighbours_and_size_limit(
 async def test_pagination_and_filter_validation(
     tmp_path: Path, state_path: Path, query: str, ok: bool
 ) -> None:
-    async with running(_config(tmp_path, state_path)) as srv:
+    async with in_memory(_config(tmp_path, state_path)) as srv:
         await srv.client.post("/api/v1/ingest/cloudtrail", content=orjson.dumps(_attack()))
         for path in ("/api/v1/drifts", "/api/v1/events", "/api/v1/state/resources"):
             if "kind" in query and path != "/api/v1/drifts":
@@ -225,6 +229,7 @@ async def test_pagination_and_filter_validation(
             assert data["drifts"] == [] and data["total"] == 1
 
 
+@pytest.mark.integration
 async def test_malformed_ws_frames_get_errors_and_the_connection_stays(
     tmp_path: Path, state_path: Path
 ):
@@ -266,6 +271,7 @@ async def test_malformed_ws_frames_get_errors_and_the_connection_stays(
         assert result["payload"]["total"] == 1 and len(result["payload"]["drifts"]) == 1
 
 
+@pytest.mark.integration
 async def test_a_stalled_client_does_not_delay_the_others(tmp_path: Path, state_path: Path):
     async with running(_config(tmp_path, state_path, subscriber_queue=20)) as srv:
         # A client that connects and never reads: its socket buffers fill, then its queue.
@@ -279,8 +285,9 @@ async def test_a_stalled_client_does_not_delay_the_others(tmp_path: Path, state_
         async with srv.client.stream("GET", "/api/v1/stream?topics=events") as sse:
             live = SSEReader(sse)
             await live.until("connected")
-            while len(srv.daemon.hub.subscribers) < 2:
-                await asyncio.sleep(0.01)
+            await wait_until(
+                lambda: len(srv.daemon.hub.subscribers) >= 2, "both SSE clients to subscribe"
+            )
             big = {
                 "rule": "bulk",
                 "priority": "Warning",
@@ -299,6 +306,7 @@ async def test_a_stalled_client_does_not_delay_the_others(tmp_path: Path, state_
         writer.close()
 
 
+@pytest.mark.integration
 async def test_sse_resume_with_last_event_id(tmp_path: Path, state_path: Path) -> None:
     async with running(_config(tmp_path, state_path)) as srv:
         async with srv.client.stream("GET", "/api/v1/stream?topics=events") as sse:
@@ -340,7 +348,7 @@ async def test_sse_resume_with_last_event_id(tmp_path: Path, state_path: Path) -
 
 
 async def test_rest_endpoints_and_envelopes(tmp_path: Path, state_path: Path) -> None:
-    async with running(_config(tmp_path, state_path)) as srv:
+    async with in_memory(_config(tmp_path, state_path)) as srv:
         for path in ("/health", "/api/v1/health"):
             health = (await srv.client.get(path)).json()["data"]
             assert health["status"] == "ok"
@@ -381,6 +389,7 @@ def test_openapi_describes_every_route() -> None:
     assert paths <= set(SPEC["paths"])
 
 
+@pytest.mark.integration
 async def test_state_reload_publishes_state_change_and_keeps_last_good(
     tmp_path: Path, state_path: Path
 ):
@@ -404,6 +413,7 @@ async def test_state_reload_publishes_state_change_and_keeps_last_good(
         assert meta["resource_count"] == 10
 
 
+@pytest.mark.integration
 async def test_stats_topic_gets_periodic_totals(tmp_path: Path, state_path: Path) -> None:
     config = _config(tmp_path, state_path, stats_interval_seconds=0.05)
     async with running(config) as srv, connect(srv.ws + "?topics=stats") as ws:

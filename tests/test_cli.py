@@ -37,6 +37,7 @@ DRIFT_FIELDS = {
 }
 INVICTUS = CLOUDTRAIL / "invictus_aws_dataset"
 GOLDEN = Path(__file__).parent / "golden" / "invictus_drifts.jsonl"
+pytestmark = pytest.mark.integration  # every test runs the CLI in a subprocess
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

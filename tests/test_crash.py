@@ -17,9 +17,10 @@ import httpx
 import orjson
 import pytest
 
+from tests.support.live import wait_until
 from tests.support.records import DEMO_STATE, resize
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.integration]
 ROOT = Path(__file__).resolve().parents[1]
 LISTENING = re.compile(rb"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 
@@ -92,8 +93,12 @@ async def test_sigkill_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -
                 n += 1
 
         workers = [asyncio.create_task(stream(w)) for w in range(4)]
-        while len(acked) < 200:
-            await asyncio.sleep(0.01)
+        # A worker that fails stops the wait too: its error surfaces from gather below.
+        await wait_until(
+            lambda: len(acked) >= 200 or any(w.done() for w in workers),
+            "200 acknowledged ingests",
+            timeout=60,
+        )
         os.kill(proc.pid, signal.SIGKILL)
         await asyncio.wait_for(asyncio.gather(*workers), 30)
     assert proc.wait(10) == -signal.SIGKILL

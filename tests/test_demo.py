@@ -10,7 +10,7 @@ import pytest
 from monitor.app.config import Config
 from tests.support.live import SSEReader, running
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.integration]
 
 
 async def test_demo_stream_produces_drifts_cycle_after_cycle(tmp_path: Path) -> None:
@@ -25,13 +25,20 @@ async def test_demo_stream_produces_drifts_cycle_after_cycle(tmp_path: Path) -> 
         await reader.until("connected")
         fields: list[tuple[str, str | None]] = []
         resized = 0
-        while resized < 2:  # two cycles: the resize must be a new drift both times
-            _, event, payload = await asyncio.wait_for(reader.next(), 20)
-            if event == "drift":
-                fields.append(
-                    (payload["resource_address"] or payload["resource_type"], payload["field"])
-                )
-                resized += payload["field"] == "instance_type"
+        try:
+            async with asyncio.timeout(30):
+                while resized < 2:  # two cycles: the resize must be a new drift both times
+                    _, event, payload = await reader.next()
+                    if event == "drift":
+                        fields.append(
+                            (
+                                payload["resource_address"] or payload["resource_type"],
+                                payload["field"],
+                            )
+                        )
+                        resized += payload["field"] == "instance_type"
+        except TimeoutError:
+            pytest.fail(f"no two instance_type drifts within 30 s; drifts seen: {fields}")
         assert ("aws_cloudtrail.main", "enable_logging") in fields
         assert ("aws_iam_role.app", "assume_role_policy") in fields
         assert ("aws_s3_bucket_public_access_block.data", "block_public_acls") in fields

@@ -1,11 +1,12 @@
-"""The graph API over a real uvicorn, fed through the real ingest endpoints."""
+"""The graph API (in memory; its live topic over a real uvicorn), fed through the real ingest
+endpoints."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +19,7 @@ from graph.model import GraphLimits
 from monitor.app.config import Config
 from monitor.app.daemon import Daemon
 from rules import load_catalogue
+from tests.support.asgi import in_memory
 from tests.support.live import SSEReader, running
 from tests.support.realdata import TFSTATE, cloudtrail_records
 from tests.test_graph import INSTANCE, stratus_alerts, stratus_state
@@ -28,8 +30,11 @@ TAG = 'aws_ec2_tag.private_subnet_tags["subnet-04746109f33098115"]'
 
 
 @contextlib.asynccontextmanager
-async def graph_server(tmp_path: Path) -> AsyncIterator[tuple[Daemon, httpx.AsyncClient]]:
-    """Driftline on a free port over the stratus state and the Bedrock VPC/EKS states."""
+async def graph_server(
+    tmp_path: Path, serve: Callable[[Config], Any] = in_memory
+) -> AsyncIterator[tuple[Daemon, httpx.AsyncClient]]:
+    """Driftline (in memory, or `running` on a free port) over the stratus state and the
+    Bedrock VPC/EKS states."""
     state = tmp_path / "stratus.tfstate"
     state.write_text(json.dumps(stratus_state(load_catalogue())))
     config = Config(
@@ -40,7 +45,7 @@ async def graph_server(tmp_path: Path) -> AsyncIterator[tuple[Daemon, httpx.Asyn
         graph_retention_hours=LIMITS.retention_seconds / 3600,
         graph_max_elements=LIMITS.max_elements,
     )
-    async with running(config) as srv:
+    async with serve(config) as srv:
         yield srv.daemon, srv.client
 
 
@@ -224,9 +229,10 @@ async def test_one_node_its_neighbours_impact_and_paths(server: Any) -> None:
         assert err["code"] == "VALIDATION_ERROR", url
 
 
+@pytest.mark.integration
 async def test_updates_are_published_on_the_graph_topic(tmp_path: Path) -> None:
     async with (
-        graph_server(tmp_path) as (_, client),
+        graph_server(tmp_path, running) as (_, client),
         client.stream("GET", "/api/v1/stream?topics=graph") as sse,
     ):
         reader = SSEReader(sse)

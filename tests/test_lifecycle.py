@@ -37,6 +37,7 @@ async def _post(srv: Any, rec: dict[str, Any]) -> dict[str, Any]:
     return resp.json()["data"]  # type: ignore[no-any-return]
 
 
+@pytest.mark.integration
 async def test_restart_keeps_drifts_events_stats_and_sequence(tmp_path: Path) -> None:
     async with running(_config(tmp_path)) as srv:
         await _post(srv, resize("e-1", "t3.2xlarge"))
@@ -73,6 +74,7 @@ async def test_restart_keeps_drifts_events_stats_and_sequence(tmp_path: Path) ->
         assert srv.daemon.hub.seq > seq_before
 
 
+@pytest.mark.integration
 async def test_lifecycle_transitions_and_errors(tmp_path: Path) -> None:
     async with running(_config(tmp_path)) as srv:
         [drift_id] = (await _post(srv, resize("e-1", "t3.2xlarge")))["drift_ids"]
@@ -107,6 +109,7 @@ async def test_lifecycle_transitions_and_errors(tmp_path: Path) -> None:
         assert (await srv.client.get("/api/v1/drifts?status=detected")).json()["data"]["total"] == 0
 
 
+@pytest.mark.integration
 async def test_baseline_capture_suppresses_the_repeat_until_state_changes(tmp_path: Path):
     state = tmp_path / "live.tfstate"
     doc = json.loads((ROOT / DEMO_STATE).read_text())
@@ -138,6 +141,7 @@ async def test_baseline_capture_suppresses_the_repeat_until_state_changes(tmp_pa
         assert after["drifts"] == 1
 
 
+@pytest.mark.integration
 async def test_flood_control_counts_occurrences_of_an_open_drift(tmp_path: Path) -> None:
     async with running(_config(tmp_path)) as srv, connect(srv.ws + "?topics=drifts") as ws:
         await ws.recv()  # welcome
@@ -161,6 +165,7 @@ async def test_flood_control_counts_occurrences_of_an_open_drift(tmp_path: Path)
         assert fresh["drifts"] == 1 and fresh["drift_ids"] != [drift_id]
 
 
+@pytest.mark.integration
 async def test_resume_from_the_store_when_the_gap_is_older_than_memory(tmp_path: Path):
     async with running(_config(tmp_path, resume_buffer=3)) as srv:
         await _post(srv, resize("e-0", "t3.size0"))
@@ -181,19 +186,22 @@ async def test_resume_from_the_store_when_the_gap_is_older_than_memory(tmp_path:
             await ws.recv()
             await ws.send(json.dumps({"type": "subscribe", "topic": "drifts", "since": first}))
             seen = []
-            while len(seen) < 9:
-                msg = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
-                if msg["type"] == "drift":
-                    seen.append(msg["payload"]["event_id"])
+            async with asyncio.timeout(10):  # for all nine, whatever else arrives between
+                while len(seen) < 9:
+                    msg = orjson.loads(await ws.recv())
+                    if msg["type"] == "drift":
+                        seen.append(msg["payload"]["event_id"])
             assert seen == got
             await _post(srv, resize("e-10", "t3.size10"))
-            while True:
-                msg = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
-                if msg["type"] == "drift":
-                    assert msg["payload"]["event_id"] == "e-10"
-                    break
+            async with asyncio.timeout(10):
+                while True:
+                    msg = orjson.loads(await ws.recv())
+                    if msg["type"] == "drift":
+                        assert msg["payload"]["event_id"] == "e-10"
+                        break
 
 
+@pytest.mark.integration
 async def test_retention_prunes_by_count_and_keeps_counters_true(tmp_path: Path) -> None:
     async with running(_config(tmp_path, max_events=4, max_drifts=3, max_messages=5)) as srv:
         for n in range(8):

@@ -1,4 +1,4 @@
-"""The Starlette application: routes, error envelopes, CORS and the daemon's lifespan."""
+"""The Starlette application: routes, error envelopes, CORS and the facade's lifespan."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from monitor.app.daemon import Daemon
 from web import graph, ingest, live, rest
 from web.envelope import ApiError, JSONResponse, error
+from web.facade import Api
 from web.openapi import SPEC
 
 log = logging.getLogger("driftline.web")
@@ -73,23 +73,23 @@ def routes() -> list[Route | WebSocketRoute]:
     ]
 
 
-def create_app(daemon: Daemon) -> Starlette:
-    """The ASGI app; the daemon starts and stops with it."""
+def create_app(api: Api) -> Starlette:
+    """The ASGI app; `api` starts and stops with it."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await daemon.start()
+        await api.start()
         try:
             yield
         finally:
-            await daemon.stop()
+            await api.stop()
 
     app = Starlette(
         routes=routes(),
         middleware=[
             Middleware(
                 CORSMiddleware,
-                allow_origins=daemon.config.cors_origins,
+                allow_origins=api.settings.cors_origins,
                 allow_methods=["GET", "POST", "PATCH", "OPTIONS"],
                 allow_headers=["*"],
                 expose_headers=["*"],
@@ -102,5 +102,5 @@ def create_app(daemon: Daemon) -> Starlette:
         },
         lifespan=lifespan,
     )
-    app.state.daemon = daemon
+    app.state.api = api
     return app

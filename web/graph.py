@@ -13,14 +13,14 @@ from graph import queries
 from graph.builder import GraphBuilder
 from graph.model import EDGE_TYPES, NODE_TYPES, RESOURCE, parse_ts
 from web.envelope import ApiError, ok, page_data, page_params, time_param
+from web.facade import api_of
 
 MAX_NEIGHBOR_DEPTH = 3
 DEFAULT_IMPACT_DEPTH = 3
 
 
 def builder_of(request: Request) -> GraphBuilder:
-    graph: GraphBuilder = request.app.state.daemon.graph
-    return graph
+    return api_of(request).graph
 
 
 def _types(request: Request, allowed: tuple[str, ...]) -> set[str] | None:

@@ -12,7 +12,7 @@ from monitor.types import Decoded, DecodeError
 from streams.decode import decode_document
 from streams.files import parse_documents
 from web.envelope import ApiError, ok
-from web.rest import daemon_of
+from web.facade import api_of
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -44,15 +44,15 @@ Decoder = Callable[[Any], Iterable[Decoded]]
 
 
 async def _ingest(request: Request, what: str, decode: Decoder | None = None) -> Response:
-    d = daemon_of(request)
-    body = await read_body(request, d.config.max_body_bytes)
+    api = api_of(request)
+    body = await read_body(request, api.settings.max_body_bytes)
     if not body.strip():
         raise ApiError("VALIDATION_ERROR", f"empty body: send one {what} as JSON, or NDJSON")
     docs = list(parse_documents(body, "body"))
     if len(docs) == 1 and docs[0].error is not None:
         raise ApiError("VALIDATION_ERROR", f"body is not JSON or NDJSON: {docs[0].error.detail}")
     if decode is None:
-        source_for = d.catalogue.source_for
+        source_for = api.source_for
 
         def decode(doc: Any) -> Iterable[Decoded]:
             return decode_document(doc, source_for)
@@ -70,7 +70,7 @@ async def _ingest(request: Request, what: str, decode: Decoder | None = None) ->
         for n, i in enumerate(items)
         if isinstance(i, DecodeError)
     ][:20]
-    result = await d.pipeline.ingest(items)
+    result = await api.ingest(items)
     data = result.as_dict()
     data["errors"] = first_errors
     return ok(data, status=202)
@@ -88,7 +88,7 @@ async def k8s_audit(request: Request) -> Response:
     """The API server's webhook audit backend: an audit.k8s.io Event or EventList."""
     from streams.k8s_audit import decode_k8s_audit
 
-    cluster = daemon_of(request).config.k8s_cluster
+    cluster = api_of(request).settings.k8s_cluster
     return await _ingest(
         request, "audit.k8s.io Event or EventList", lambda doc: decode_k8s_audit(doc, cluster)
     )

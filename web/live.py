@@ -13,10 +13,10 @@ from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from monitor.app.daemon import Daemon
 from monitor.hub import TOPICS, VALID_TOPICS, Message, Subscriber, expand_topics
 from monitor.store import DriftFilter, EventFilter
 from web.envelope import MAX_LIMIT, ApiError
+from web.facade import Api, Live, api_of
 from web.rest import DRIFT_KINDS, DRIFT_STATUSES, SEVERITIES
 
 REPLAY_PAGE = 1000
@@ -24,16 +24,16 @@ WS_TRY_AGAIN_LATER = 1013
 
 
 async def replay(
-    daemon: Daemon, since: int, topics: frozenset[str], upto: int
+    live: Live, since: int, topics: frozenset[str], upto: int
 ) -> AsyncIterator[list[Message]]:
     """Messages with since < seq <= upto: from memory when it reaches back, else the store."""
-    buffered = daemon.hub.buffered_since(since, topics)
+    buffered = live.buffered_since(since, topics)
     if buffered is not None:
         yield [m for m in buffered if m.seq <= upto]
         return
     cursor = since
     while cursor < upto:
-        rows = await asyncio.to_thread(daemon.store.messages_since, cursor, topics, REPLAY_PAGE)
+        rows = await live.messages_since(cursor, topics, REPLAY_PAGE)
         if not rows:
             return
         page = [
@@ -65,7 +65,7 @@ def _parse_topics(raw: str | None) -> frozenset[str]:
 
 
 async def stream(request: Request) -> EventSourceResponse:
-    d: Daemon = request.app.state.daemon
+    d = api_of(request)
     topics = _parse_topics(request.query_params.get("topics"))
     raw_last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     since: int | None = None
@@ -76,7 +76,7 @@ async def stream(request: Request) -> EventSourceResponse:
             raise ApiError(
                 "VALIDATION_ERROR", f"Last-Event-ID must be a sequence number, got {raw_last!r}"
             ) from None
-    sub = d.hub.subscribe(topics)
+    sub = d.subscribe(topics)
     head = sub.last_seq
     stream_id = str(uuid.uuid4())
 
@@ -117,11 +117,11 @@ async def stream(request: Request) -> EventSourceResponse:
                     last = max(last, fresh[-1].seq)
                     yield b"".join(m.sse_bytes() for m in fresh)
         finally:
-            d.hub.unsubscribe(sub)
+            d.unsubscribe(sub)
 
     return EventSourceResponse(
         events(),
-        ping=d.config.sse_keepalive_seconds,
+        ping=d.settings.sse_keepalive_seconds,
         send_timeout=None,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -133,17 +133,17 @@ async def stream(request: Request) -> EventSourceResponse:
 class WsSession:
     """One WebSocket client: its subscription, reader loop and writer loop."""
 
-    def __init__(self, ws: WebSocket, daemon: Daemon) -> None:
+    def __init__(self, ws: WebSocket, api: Api) -> None:
         self.ws = ws
-        self.d = daemon
+        self.d = api
         self.client_id = str(uuid.uuid4())
-        self.sub: Subscriber = daemon.hub.subscribe(())
+        self.sub: Subscriber = api.subscribe(())
         self.last = self.sub.last_seq
         self.send_lock = asyncio.Lock()
 
     def envelope(self, type_: str, topic: str | None, payload: Any) -> str:
         return orjson.dumps(
-            {"type": type_, "topic": topic, "timestamp": self.d.clock(), "payload": payload}
+            {"type": type_, "topic": topic, "timestamp": self.d.now(), "payload": payload}
         ).decode()
 
     async def send(self, text: str) -> None:
@@ -180,7 +180,7 @@ class WsSession:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
-            self.d.hub.unsubscribe(self.sub)
+            self.d.unsubscribe(self.sub)
 
     async def writer(self) -> None:
         while True:
@@ -205,7 +205,7 @@ class WsSession:
                     await self.send(m.ws_text())
 
     async def reader(self) -> None:
-        limit = self.d.config.max_ws_message_bytes
+        limit = self.d.settings.max_ws_message_bytes
         while True:
             try:
                 message = await self.ws.receive()
@@ -272,7 +272,7 @@ class WsSession:
             return
         if not isinstance(since, int) or isinstance(since, bool) or since < 0:
             raise ApiError("VALIDATION_ERROR", "since must be a sequence number (integer >= 0)")
-        upto = self.d.hub.seq
+        upto = self.d.head_seq()
         self.sub.topics = self.sub.topics | names
         async for page in replay(self.d, since, names, upto):
             for m in page:
@@ -292,13 +292,13 @@ class WsSession:
                 actor=payload.get("actor"),
                 resource_id=payload.get("resource_id"),
             )
-            items, total = await asyncio.to_thread(self.d.store.drifts, f, page, limit)
+            items, total = await self.d.drifts(f, page, limit)
         elif what == "events":
             ef = EventFilter(
                 severity=_choice(payload, "severity", (*SEVERITIES, "info")),
                 provider=payload.get("provider"),
             )
-            items, total = await asyncio.to_thread(self.d.store.events, ef, page, limit)
+            items, total = await self.d.events(ef, page, limit)
         else:
             raise ApiError("VALIDATION_ERROR", "query resource must be drifts or events")
         return {what: items, "page": page, "limit": limit, "total": total}
@@ -318,4 +318,4 @@ def _choice(payload: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str
 
 
 async def websocket(ws: WebSocket) -> None:
-    await WsSession(ws, ws.app.state.daemon).run()
+    await WsSession(ws, api_of(ws)).run()

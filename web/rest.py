@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
@@ -11,7 +10,6 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from monitor.app.daemon import Daemon
 from monitor.store import DRIFT_TYPES, DriftFilter, EventFilter, LifecycleError, StatusChange
 from web.envelope import (
     SEVERITIES,
@@ -23,6 +21,7 @@ from web.envelope import (
     page_params,
     time_param,
 )
+from web.facade import Queries, StateView, api_of
 
 DRIFT_KINDS = ("modified", "unmanaged", "missing")
 DRIFT_STATUSES = ("detected", "investigating", "resolved")
@@ -30,48 +29,55 @@ EVENT_TYPES = ("cloudtrail", "falco")
 PROVIDERS = ("aws", "gcp", "azure", "kubernetes", "host")
 
 
-def daemon_of(request: Request) -> Daemon:
-    daemon: Daemon = request.app.state.daemon
-    return daemon
+def _state_health(view: StateView) -> dict[str, Any]:
+    return {
+        "status": "degraded" if view.error else "ok",
+        "files": [s.summary() for s in view.states],
+        "resource_count": sum(len(s.managed) for s in view.states),
+        "loaded_at": view.loaded_at,
+        "reloads": view.reloads,
+        "error": view.error,
+    }
 
 
 async def health(request: Request) -> Response:
-    d = daemon_of(request)
-    state = d.state.as_dict()
+    api = api_of(request)
+    state = _state_health(api.state())
+    counters = api.counters()
     store_ok = True
     store_error = None
     try:
-        last = await asyncio.to_thread(d.store.last_seq)
+        last = await api.last_seq()
     except Exception as exc:  # reported, not raised: health must answer
         store_ok, store_error, last = False, str(exc), None
     status = "ok" if state["status"] == "ok" and store_ok else "degraded"
     body = {
         "status": status,
-        "started_at": d.started_at,
+        "started_at": counters.started_at,
         "components": {
             "state": state,
             "store": {
                 "status": "ok" if store_ok else "error",
-                "backend": d.config.store,
+                "backend": api.settings.store_backend,
                 "last_seq": last,
                 "error": store_error,
-                "commits": d.pipeline.writer.commits,
+                "commits": counters.store_commits,
             },
             "hub": {
                 "status": "ok",
-                "subscribers": len(d.hub.subscribers),
-                "seq": d.hub.seq,
-                "published": d.hub.published,
-                "lagged_disconnects": d.hub.lagged_total,
+                "subscribers": counters.subscribers,
+                "seq": counters.seq,
+                "published": counters.published,
+                "lagged_disconnects": counters.lagged_disconnects,
             },
             "sources": {
                 "http": {
                     "status": "ok",
-                    "records": d.pipeline.records,
-                    "rejected": sum(d.pipeline.rejected.values()),
+                    "records": counters.records,
+                    "rejected": counters.rejected,
                 },
-                "demo": {"status": "ok" if d.config.demo else "off"},
-                **{name: src.status() for name, src in d.sources.items()},
+                "demo": {"status": "ok" if api.settings.demo else "off"},
+                **api.source_statuses(),
             },
         },
     }
@@ -79,8 +85,8 @@ async def health(request: Request) -> Response:
 
 
 async def state_meta(request: Request) -> Response:
-    d = daemon_of(request)
-    states = d.state.states
+    view = api_of(request).state()
+    states = view.states
     first = states[0] if states else None
     last_modified = max((s.last_modified for s in states), default=None)
     return ok(
@@ -89,19 +95,18 @@ async def state_meta(request: Request) -> Response:
             "terraform_version": first.terraform_version if first else None,
             "serial": first.serial if first else None,
             "lineage": first.lineage if first else None,
-            "resource_count": len(d.detector.index),
+            "resource_count": view.resource_count,
             "last_modified": last_modified,
             "states": [s.summary() for s in states],
-            "error": d.state.error,
+            "error": view.error,
         }
     )
 
 
 async def state_resources(request: Request) -> Response:
-    d = daemon_of(request)
     page, limit = page_params(request)
     rtype = request.query_params.get("type")
-    resources = d.detector.index.resources
+    resources = api_of(request).resources()
     if rtype:
         resources = [r for r in resources if r.type == rtype]
     chunk = resources[(page - 1) * limit : page * limit]
@@ -109,16 +114,14 @@ async def state_resources(request: Request) -> Response:
 
 
 async def state_resource(request: Request) -> Response:
-    d = daemon_of(request)
     address = unquote(request.path_params["address"])
-    inst = d.detector.index.by_address.get(address)
+    inst = api_of(request).resource(address)
     if inst is None:
         raise ApiError("NOT_FOUND", f"Resource with address '{address}' not found")
     return ok(inst.as_dict())
 
 
 async def events(request: Request) -> Response:
-    d = daemon_of(request)
     page, limit = page_params(request)
     f = EventFilter(
         severity=choice_param(request, "severity", (*SEVERITIES, "info")),
@@ -127,17 +130,17 @@ async def events(request: Request) -> Response:
         since=time_param(request, "since"),
         until=time_param(request, "until"),
     )
-    items, total = await asyncio.to_thread(d.store.events, f, page, limit)
+    items, total = await api_of(request).events(f, page, limit)
     return ok(page_data("events", items, page, limit, total))
 
 
 async def event(request: Request) -> Response:
-    d = daemon_of(request)
+    api = api_of(request)
     event_id = request.path_params["id"]
-    item = await asyncio.to_thread(d.store.event, event_id)
+    item = await api.event(event_id)
     if item is None:
         raise ApiError("NOT_FOUND", f"Event with ID '{event_id}' not found")
-    item["drifts"] = await asyncio.to_thread(d.store.drifts_for_event, event_id)
+    item["drifts"] = await api.drifts_for_event(event_id)
     return ok(item)
 
 
@@ -157,31 +160,29 @@ def drift_filter(request: Request) -> DriftFilter:
 
 
 async def drifts(request: Request) -> Response:
-    d = daemon_of(request)
     page, limit = page_params(request)
     f = drift_filter(request)
-    items, total = await asyncio.to_thread(d.store.drifts, f, page, limit)
+    items, total = await api_of(request).drifts(f, page, limit)
     return ok(page_data("drifts", [_compat(i) for i in items], page, limit, total))
 
 
 async def drift(request: Request) -> Response:
-    d = daemon_of(request)
+    api = api_of(request)
     drift_id = request.path_params["id"]
-    item = await asyncio.to_thread(d.store.drift_detail, drift_id)
+    item = await api.drift(drift_id)
     if item is None:
         raise ApiError("NOT_FOUND", f"Drift with ID '{drift_id}' not found")
     item = _compat(item)
-    item["related_events"] = await _related(d, item)
+    item["related_events"] = await _related(api, item)
     address = item.get("resource_address")
     item["blast_radius"] = (
-        d.graph.blast_radius(address) if address else {"count": 0, "addresses": []}
+        api.graph.blast_radius(address) if address else {"count": 0, "addresses": []}
     )
     return ok(item)
 
 
 async def drift_summary(request: Request) -> Response:
-    d = daemon_of(request)
-    return ok(await asyncio.to_thread(d.store.summary))
+    return ok(await api_of(request).drift_summary())
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -198,9 +199,8 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 
 async def _change(request: Request, change: StatusChange) -> Response:
-    d = daemon_of(request)
     try:
-        updated = await d.pipeline.set_status(change)
+        updated = await api_of(request).set_status(change)
     except LifecycleError as exc:
         raise ApiError(exc.code, exc.message) from None
     return ok(_compat(updated))
@@ -230,23 +230,23 @@ async def resolve_drift(request: Request) -> Response:
     )
 
 
-async def _related(d: Daemon, drift: dict[str, Any], limit: int = 20) -> list[dict[str, Any]]:
+async def _related(api: Queries, drift: dict[str, Any], limit: int = 20) -> list[dict[str, Any]]:
     """The drift's cause and repeats, events that drifted the same resource, then what the
     graph links to it (correlated Falco alerts, the session's calls around it)."""
-    stored = await asyncio.to_thread(d.store.related_events, drift, limit)
+    stored = await api.related_events(drift, limit)
     repeats = set(drift.get("occurrence_events", [])[1:])
     for n, event in enumerate(stored):
         event["relation"] = (
             "cause" if n == 0 else "occurrence" if event.get("id") in repeats else "same_resource"
         )
     seen = {e.get("id") for e in stored}
-    for linked in d.graph.related_events(drift["id"], limit):
+    for linked in api.graph.related_events(drift["id"], limit):
         node_id = str(linked.get("id", ""))
         event_id = node_id.split(":", 1)[1] if ":" in node_id else node_id
         if event_id in seen:
             continue
         seen.add(event_id)
-        found = await asyncio.to_thread(d.store.event, event_id)
+        found = await api.event(event_id)
         event = found if found is not None else linked
         stored.append({**event, "relation": linked.get("relation"), "via": linked.get("via")})
     return stored[: limit * 2]
@@ -261,21 +261,20 @@ def _compat(d: dict[str, Any]) -> dict[str, Any]:
 
 
 async def dead_letters(request: Request) -> Response:
-    d = daemon_of(request)
     page, limit = page_params(request)
-    items, total = await asyncio.to_thread(d.store.dead_letters, page, limit)
+    items, total = await api_of(request).dead_letters(page, limit)
     return ok(page_data("dead_letters", items, page, limit, total))
 
 
 async def stats(request: Request) -> Response:
-    d = daemon_of(request)
-    counts = await asyncio.to_thread(d.store.counts)
+    api = api_of(request)
+    counts = await api.counts()
     day_ago = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    last_24h = await asyncio.to_thread(d.store.events_since, day_ago)
+    last_24h = await api.events_since(day_ago)
     by_sev = {s: counts["drifts_by_severity"].get(s, 0) for s in SEVERITIES}
     total = counts["drifts_total"]
     breakdown = {s: round(100.0 * n / total, 1) if total else 0.0 for s, n in by_sev.items()}
-    graph_stats = d.graph.stats()
+    graph_stats = api.graph.stats()
     ingest = counts["ingest"]
     return ok(
         {
@@ -305,7 +304,7 @@ async def stats(request: Request) -> Response:
                     if k.startswith("not_drift.")
                 },
             },
-            "sources": {name: src.status() for name, src in d.sources.items()},
-            "subscribers": len(d.hub.subscribers),
+            "sources": api.source_statuses(),
+            "subscribers": api.counters().subscribers,
         }
     )

@@ -13,6 +13,7 @@ from typing import Any
 from graph.builder import GraphBuilder
 from graph.model import GraphDelta, GraphLimits
 from monitor.app.config import Config
+from monitor.app.demo_replay import replay_forever
 from monitor.app.sources import build_sources
 from monitor.clock import utc_now
 from monitor.detect import Detector
@@ -22,6 +23,8 @@ from monitor.pipeline import Pipeline
 from monitor.store import DeadLetter, Retention, SqliteStore, Store
 from monitor.tfstate import StateError, TfState, load_states, state_files
 from monitor.types import Clock
+from rules.catalogue import Catalogue
+from rules.severity import SeverityRules
 
 log = logging.getLogger("driftline")
 DEMO_DIR = Path(__file__).parent / "demo"
@@ -29,23 +32,13 @@ DEMO_DIR = Path(__file__).parent / "demo"
 
 @dataclass
 class StateStatus:
-    """What /health says about the Terraform state."""
+    """The loaded Terraform state, its fingerprint and the last reload error."""
 
     states: list[TfState] = field(default_factory=list)
     fingerprint: tuple[tuple[str, int, int], ...] = ()
     loaded_at: str | None = None
     error: str | None = None
     reloads: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "status": "degraded" if self.error else "ok",
-            "files": [s.summary() for s in self.states],
-            "resource_count": sum(len(s.managed) for s in self.states),
-            "loaded_at": self.loaded_at,
-            "reloads": self.reloads,
-            "error": self.error,
-        }
 
 
 def _fingerprint(paths: list[str]) -> tuple[tuple[str, int, int], ...]:
@@ -62,10 +55,16 @@ def _fingerprint(paths: list[str]) -> tuple[tuple[str, int, int], ...]:
 class Daemon:
     """Everything `driftline serve` runs. Background tasks start in `start()`, never before."""
 
-    def __init__(self, config: Config, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock = utc_now,
+        rules: tuple[Catalogue, SeverityRules] | None = None,
+    ) -> None:
+        """`rules` are the already loaded catalogue and severity rules (else loaded here)."""
         self.config = config
         self.clock = clock
-        self.catalogue, self.severity = load_rules(config.severity_rules)
+        self.catalogue, self.severity = rules or load_rules(config.severity_rules)
         self.state_paths = list(config.state) or [str(DEMO_DIR / "demo.tfstate")]
         self.state = StateStatus()
         self._load_state_or_raise()
@@ -115,13 +114,10 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._prune_forever(), name="pruner"))
         self._tasks.append(asyncio.create_task(self._stats_forever(), name="stats"))
         if self.config.demo:
-            from monitor.app.demo_replay import replay_forever
-
-            self._tasks.append(
-                asyncio.create_task(
-                    replay_forever(self, self.config.demo_interval_seconds), name="demo"
-                )
+            demo = replay_forever(
+                self.pipeline.ingest, self.catalogue.source_for, self.config.demo_interval_seconds
             )
+            self._tasks.append(asyncio.create_task(demo, name="demo"))
 
     async def stop(self) -> None:
         for task in self._tasks:

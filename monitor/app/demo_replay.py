@@ -9,16 +9,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from monitor.clock import utc_now
+from monitor.pipeline import IngestResult
+from monitor.types import Decoded
 from streams.decode import decode_document
 
-if TYPE_CHECKING:
-    from monitor.app.daemon import Daemon
+Ingest = Callable[[list[Decoded]], Awaitable[IngestResult]]
 
 STREAM = Path(__file__).parent / "demo" / "stream.jsonl"
 log = logging.getLogger("driftline.demo")
@@ -67,15 +69,17 @@ def freshen(record: dict[str, Any], cycle: str, now: str, n: int = 0) -> dict[st
     return out
 
 
-async def replay_forever(daemon: Daemon, interval: float) -> None:
+async def replay_forever(
+    ingest: Ingest, source_for: Callable[[str], str | None], interval: float
+) -> None:
+    """Feed the demo stream to `ingest` forever, one record every `interval` seconds."""
     records = demo_records()
-    source_for = daemon.catalogue.source_for
     n = 0
     while True:
         cycle = uuid.uuid4().hex[:8]
         for record in records:
             items = list(decode_document(freshen(record, cycle, utc_now(), n), source_for))
-            result = await daemon.pipeline.ingest(items)
+            result = await ingest(items)
             if result.drifts:
                 log.info(
                     "demo: %s -> %d drift(s)",

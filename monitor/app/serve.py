@@ -87,7 +87,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from monitor.app.daemon import Daemon
-    from web.app import create_app
+    from monitor.app.web_api import web_app
 
     flags = {
         "state": args.state,
@@ -134,7 +134,7 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"driftline: listening on {where}  (SSE: curl -N {where}/api/v1/stream)", file=sys.stderr)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(daemon),
+            web_app(daemon),
             host=config.host,
             port=config.port,
             log_level=config.log_level,

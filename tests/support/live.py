@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,10 @@ import uvicorn
 
 from monitor.app.config import Config
 from monitor.app.daemon import Daemon
-from web.app import create_app
+from monitor.app.web_api import web_app
+from tests.support.asgi import make_daemon
+
+STARTUP_SECONDS = 20
 
 
 @dataclass
@@ -30,7 +33,7 @@ class Running:
 @contextlib.asynccontextmanager
 async def running(config: Config) -> AsyncIterator[Running]:
     """Start Driftline under uvicorn on a free port; stop it (and wait) on exit."""
-    daemon = Daemon(config.validate())
+    daemon = make_daemon(config)
     # IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for TCP sockets;
     # without it every keep-alive request after the first waits ~40 ms (delayed ACK).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -39,7 +42,7 @@ async def running(config: Config) -> AsyncIterator[Running]:
     port = sock.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(daemon),
+            web_app(daemon),
             host="127.0.0.1",
             port=port,
             log_level="warning",
@@ -49,9 +52,12 @@ async def running(config: Config) -> AsyncIterator[Running]:
         )
     )
     task = asyncio.create_task(server.serve(sockets=[sock]))
+    deadline = asyncio.get_running_loop().time() + STARTUP_SECONDS
     while not server.started:
         if task.done():
             task.result()
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"uvicorn did not start within {STARTUP_SECONDS} s")
         await asyncio.sleep(0.01)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -61,6 +67,16 @@ async def running(config: Config) -> AsyncIterator[Running]:
         server.should_exit = True
         await asyncio.wait_for(task, 20)
         sock.close()
+
+
+async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    """Return once `condition()` holds; fail naming `what` after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.01)
 
 
 class SSEReader:

@@ -1,0 +1,156 @@
+"""The web facade (web.facade.Api) over a running Daemon: the one place web meets internals."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+
+from starlette.applications import Starlette
+
+from graph.builder import GraphBuilder
+from monitor.app.daemon import Daemon
+from monitor.hub import Message, Subscriber
+from monitor.pipeline import IngestResult
+from monitor.store import DriftFilter, EventFilter, StatusChange
+from monitor.tfstate import ResourceInstance
+from monitor.types import Decoded
+from web.app import create_app
+from web.facade import HealthCounters, MessageRow, Row, StateView, WebSettings
+
+
+class DaemonApi:
+    """Implements web.facade.Api by delegating to the daemon's components."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        c = daemon.config
+        self._settings = WebSettings(
+            max_body_bytes=c.max_body_bytes,
+            max_ws_message_bytes=c.max_ws_message_bytes,
+            sse_keepalive_seconds=c.sse_keepalive_seconds,
+            cors_origins=tuple(c.cors_origins),
+            k8s_cluster=c.k8s_cluster,
+            store_backend=c.store,
+            demo=c.demo,
+        )
+
+    @property
+    def settings(self) -> WebSettings:
+        return self._settings
+
+    async def start(self) -> None:
+        await self.daemon.start()
+
+    async def stop(self) -> None:
+        await self.daemon.stop()
+
+    # -- ingest
+
+    def source_for(self, event_name: str) -> str | None:
+        return self.daemon.catalogue.source_for(event_name)
+
+    async def ingest(self, items: Iterable[Decoded]) -> IngestResult:
+        return await self.daemon.pipeline.ingest(items)
+
+    async def set_status(self, change: StatusChange) -> Row:
+        return await self.daemon.pipeline.set_status(change)
+
+    # -- queries
+
+    @property
+    def graph(self) -> GraphBuilder:
+        return self.daemon.graph
+
+    def state(self) -> StateView:
+        s = self.daemon.state
+        return StateView(
+            states=tuple(s.states),
+            resource_count=len(self.daemon.detector.index),
+            loaded_at=s.loaded_at,
+            reloads=s.reloads,
+            error=s.error,
+        )
+
+    def resources(self) -> Sequence[ResourceInstance]:
+        return self.daemon.detector.index.resources
+
+    def resource(self, address: str) -> ResourceInstance | None:
+        return self.daemon.detector.index.by_address.get(address)
+
+    def source_statuses(self) -> dict[str, Row]:
+        return {name: src.status() for name, src in self.daemon.sources.items()}
+
+    async def events(self, f: EventFilter, page: int, limit: int) -> tuple[list[Row], int]:
+        return await asyncio.to_thread(self.daemon.store.events, f, page, limit)
+
+    async def event(self, event_id: str) -> Row | None:
+        return await asyncio.to_thread(self.daemon.store.event, event_id)
+
+    async def drifts_for_event(self, event_id: str) -> list[Row]:
+        return await asyncio.to_thread(self.daemon.store.drifts_for_event, event_id)
+
+    async def drifts(self, f: DriftFilter, page: int, limit: int) -> tuple[list[Row], int]:
+        return await asyncio.to_thread(self.daemon.store.drifts, f, page, limit)
+
+    async def drift(self, drift_id: str) -> Row | None:
+        return await asyncio.to_thread(self.daemon.store.drift_detail, drift_id)
+
+    async def drift_summary(self) -> Row:
+        return await asyncio.to_thread(self.daemon.store.summary)
+
+    async def related_events(self, drift: Row, limit: int) -> list[Row]:
+        return await asyncio.to_thread(self.daemon.store.related_events, drift, limit)
+
+    async def dead_letters(self, page: int, limit: int) -> tuple[list[Row], int]:
+        return await asyncio.to_thread(self.daemon.store.dead_letters, page, limit)
+
+    async def counts(self) -> Row:
+        return await asyncio.to_thread(self.daemon.store.counts)
+
+    async def events_since(self, since: str) -> int:
+        return await asyncio.to_thread(self.daemon.store.events_since, since)
+
+    # -- health
+
+    def counters(self) -> HealthCounters:
+        d = self.daemon
+        return HealthCounters(
+            started_at=d.started_at,
+            store_commits=d.pipeline.writer.commits,
+            subscribers=len(d.hub.subscribers),
+            seq=d.hub.seq,
+            published=d.hub.published,
+            lagged_disconnects=d.hub.lagged_total,
+            records=d.pipeline.records,
+            rejected=sum(d.pipeline.rejected.values()),
+        )
+
+    async def last_seq(self) -> int:
+        return await asyncio.to_thread(self.daemon.store.last_seq)
+
+    # -- live
+
+    def now(self) -> str:
+        return self.daemon.clock()
+
+    def head_seq(self) -> int:
+        return self.daemon.hub.seq
+
+    def subscribe(self, topics: Iterable[str]) -> Subscriber:
+        return self.daemon.hub.subscribe(topics)
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.daemon.hub.unsubscribe(sub)
+
+    def buffered_since(self, seq: int, topics: frozenset[str]) -> list[Message] | None:
+        return self.daemon.hub.buffered_since(seq, topics)
+
+    async def messages_since(
+        self, seq: int, topics: frozenset[str], limit: int
+    ) -> list[MessageRow]:
+        return await asyncio.to_thread(self.daemon.store.messages_since, seq, topics, limit)
+
+
+def web_app(daemon: Daemon) -> Starlette:
+    """The Starlette app serving `daemon` (it starts and stops with the app's lifespan)."""
+    return create_app(DaemonApi(daemon))
