@@ -147,8 +147,8 @@ class Hub:
         self.queue_size = queue_size
         self.buffer: deque[Message] = deque(maxlen=buffer_size)
         self.subscribers: dict[int, Subscriber] = {}
-        # itertools.count is atomic under the GIL: the store's writer thread draws numbers
-        # for the messages it commits while the loop may draw its own.
+        # The pipeline's publish stage draws numbers inside each write's transaction, so
+        # numbering follows commit order (which is delivery order).
         self._counter = itertools.count(start_seq + 1)
         self._head = start_seq
         self.published = 0

@@ -4,7 +4,7 @@
 backend. A second backend is a sibling module implementing the same protocol.
 """
 
-from monitor.lifecycle import DRIFT_TYPES, STATUSES, LifecycleError
+from monitor.lifecycle import DRIFT_TYPES, LifecycleError
 from monitor.store.protocol import (
     DeadLetter,
     DriftFilter,
@@ -23,7 +23,6 @@ from monitor.store.sqlite import SqliteStore
 
 __all__ = [
     "DRIFT_TYPES",
-    "STATUSES",
     "DeadLetter",
     "DriftFilter",
     "EventFilter",
