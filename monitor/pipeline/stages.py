@@ -61,6 +61,7 @@ class Work:
     messages: list[PendingMessage] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
     outcome: WriteOutcome | None = None
+    new_drifts: list[Drift] = field(default_factory=list)  # stored by this call
 
 
 class Stage(Protocol):
@@ -132,9 +133,9 @@ class Persist:
             return
         outcome = work.outcome = await self.writer.submit(batch, work.messages)
         result = work.result
-        new = [d.id for d in batch.drifts if d.id in outcome.new_drifts]
+        new = work.new_drifts = [d for d in batch.drifts if d.id in outcome.new_drifts]
         result.drifts = len(new)
-        result.drift_ids = new
+        result.drift_ids = [d.id for d in new]
         result.repeats = len(outcome.merged_drifts)
         result.suppressed = len(outcome.suppressed_drifts)
 
@@ -149,7 +150,6 @@ class Observe:
         outcome = work.outcome
         if outcome is None or not self.observers:
             return
-        new = [d for d in work.batch.drifts if d.id in outcome.new_drifts]
         alerts = [a for a in work.batch.alerts if a.id in outcome.new_alerts]
         for observer in self.observers:
-            observer(work.changes, new, alerts)
+            observer(work.changes, work.new_drifts, alerts)
