@@ -6,6 +6,7 @@ Each plan returns exactly what a plain scan would; they differ only in what they
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from datetime import date, timedelta
 from typing import Any
 
@@ -126,21 +127,9 @@ def _in_facets(ids: list[int]) -> str:
 def _facet_where(
     db: sqlite3.Connection, f: DriftFilter, eqs: dict[str, Any]
 ) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    args: list[Any] = []
     ids = _facet_ids(db, eqs)
-    if ids is not None:
-        clauses.append(_in_facets(ids))
-    if f.actor is not None:
-        clauses.append("actor = ?")
-        args.append(f.actor)
-    if f.since:
-        clauses.append("event_time >= ?")
-        args.append(f.since)
-    if f.until:
-        clauses.append("event_time <= ?")
-        args.append(f.until)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+    first = _in_facets(ids) if ids is not None else None
+    return where_sql((("actor", f.actor),), f.since, f.until, "event_time", first)
 
 
 def _dated(t: str | None) -> bool:
@@ -234,9 +223,7 @@ def _located_keys(
 
 
 def _drift_where(f: DriftFilter) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    args: list[Any] = []
-    for col, value in (
+    eqs = (
         ("severity", f.severity),
         ("resource_type", f.resource_type),
         ("kind", f.kind),
@@ -245,14 +232,28 @@ def _drift_where(f: DriftFilter) -> tuple[str, list[Any]]:
         ("provider", f.provider),
         ("resource_id", f.resource_id),
         ("drift_type", f.drift_type),
-    ):
+    )
+    return where_sql(eqs, f.since, f.until, "event_time")
+
+
+def where_sql(
+    eqs: Iterable[tuple[str, Any]],
+    since: str | None,
+    until: str | None,
+    time_col: str,
+    first: str | None = None,
+) -> tuple[str, list[Any]]:
+    """A WHERE clause (or ""): `first`, equality on each set value, then the time window."""
+    clauses = [first] if first else []
+    args: list[Any] = []
+    for col, value in eqs:
         if value is not None:
             clauses.append(f"{col} = ?")
             args.append(value)
-    if f.since:
-        clauses.append("event_time >= ?")
-        args.append(f.since)
-    if f.until:
-        clauses.append("event_time <= ?")
-        args.append(f.until)
+    if since:
+        clauses.append(f"{time_col} >= ?")
+        args.append(since)
+    if until:
+        clauses.append(f"{time_col} <= ?")
+        args.append(until)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), args

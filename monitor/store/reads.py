@@ -15,7 +15,7 @@ import orjson
 from monitor.jsondiff import json_diff
 from monitor.lifecycle import target_key
 from monitor.store import rows
-from monitor.store.paging import page_of_drifts
+from monitor.store.paging import page_of_drifts, where_sql
 from monitor.store.protocol import DriftFilter, EventFilter, StoreSettings
 from monitor.store.rows import DRIFT_COLS, drift_row
 
@@ -111,23 +111,13 @@ class SqliteReads:
         return rows.summary(self.counters())
 
     def events(self, f: EventFilter, page: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        clauses, args = [], []
-        for col, value in (("severity", f.severity), ("provider", f.provider), ("kind", f.kind)):
-            if value is not None:
-                clauses.append(f"{col} = ?")
-                args.append(value)
-        if f.since:
-            clauses.append("time >= ?")
-            args.append(f.since)
-        if f.until:
-            clauses.append("time <= ?")
-            args.append(f.until)
-        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        eqs = (("severity", f.severity), ("provider", f.provider), ("kind", f.kind))
+        where, args = where_sql(eqs, f.since, f.until, "time")
         db = self._reader()
-        if not clauses:
+        if not where:
             row = db.execute("SELECT value FROM counters WHERE name = 'events.total'").fetchone()
             total = int(row[0]) if row else 0
-        elif clauses == ["kind = ?"]:
+        elif where == " WHERE kind = ?":
             row = db.execute(
                 "SELECT value FROM counters WHERE name = ?", (f"events.kind.{f.kind}",)
             ).fetchone()
