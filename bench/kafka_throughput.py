@@ -159,6 +159,7 @@ async def consume(
 @contextlib.asynccontextmanager
 async def pipeline_in(folder: Path, detector: Detector) -> AsyncIterator[Pipeline]:
     store = SqliteStore(folder / "driftline.db")
+    store.start()
     pipeline = Pipeline(detector, store, Hub(clock=lambda: CLOCK), lambda: CLOCK)
     await pipeline.start()
     try:

@@ -47,12 +47,12 @@ from monitor.app.daemon import Daemon
 from monitor.app.web_api import web_app
 from monitor.detect import Detector
 from monitor.hub import Hub
-from monitor.pipeline import Decoded, Pipeline
+from monitor.pipeline import Decoded, PendingMessage, Pipeline, Publisher
 from monitor.store import (
     DriftFilter,
-    PendingMessage,
     SqliteStore,
     StatusChange,
+    StoreSettings,
     WriteBatch,
 )
 from monitor.tfstate import StateIndex, parse_state
@@ -408,9 +408,10 @@ def fill(path: Path, total: int) -> dict[str, int]:
     """`total` drifts through SqliteStore.write in batches of FILL_BATCH (synchronous=NORMAL),
     with hub messages and a lifecycle: ~30% resolved (some via investigating), ~6% left
     investigating, applied some batches after detection; the newest stay mostly open."""
-    store = SqliteStore(path, synchronous="NORMAL")
+    store = SqliteStore(path, StoreSettings(synchronous="NORMAL"))
+    store.start()
+    hub = Hub()
     factory = DriftFactory(total, datetime.now(UTC).replace(microsecond=0))
-    seq = itertools.count(1)
     rng = random.Random(11)
     pending: dict[int, list[StatusChange]] = {}
     batches = math.ceil(total / FILL_BATCH)
@@ -436,11 +437,11 @@ def fill(path: Path, total: int) -> dict[str, int]:
         changes = pending.pop(b, [])
         batch = WriteBatch(
             drifts=drifts,
-            messages=[PendingMessage("drifts", "drift", d.as_dict(), d.id) for d in drifts],
             status_changes=changes,
             received_at=drifts[-1].detected_at,
         )
-        out = store.write([batch], seq.__next__)[0]
+        messages = [PendingMessage("drifts", "drift", d.as_dict(), d.id) for d in drifts]
+        out = store.write([batch], Publisher(hub, [messages]))[0]
         stats["drifts"] += len(out.new_drifts)
         stats["status_changes"] += len(changes)
         stats["refused"] += sum(1 for r in out.status_results if not isinstance(r, dict))
@@ -761,8 +762,8 @@ async def ingest_run(
 
 
 STORES: dict[str, Callable[[Path], SqliteStore]] = {
-    "sqlite FULL": lambda d: SqliteStore(d / "full.db", synchronous="FULL"),
-    "sqlite NORMAL": lambda d: SqliteStore(d / "normal.db", synchronous="NORMAL"),
+    "sqlite FULL": lambda d: SqliteStore(d / "full.db", StoreSettings(synchronous="FULL")),
+    "sqlite NORMAL": lambda d: SqliteStore(d / "normal.db", StoreSettings(synchronous="NORMAL")),
     "memory": lambda d: SqliteStore(":memory:"),
 }
 
@@ -786,6 +787,7 @@ def ingest(
                 items = decode_all(raws)  # fresh events each run: they cache what they parse
                 with tempfile.TemporaryDirectory(dir="/tmp", prefix="driftline-ingest-") as tmp:
                     store = STORES[name](Path(tmp))
+                    store.start()
                     gc.collect()
                     run = asyncio.run(ingest_run(detector, store, items, callers, batch))
                     store.close()

@@ -147,8 +147,8 @@ class Hub:
         self.queue_size = queue_size
         self.buffer: deque[Message] = deque(maxlen=buffer_size)
         self.subscribers: dict[int, Subscriber] = {}
-        # itertools.count is atomic under the GIL: the store's writer thread draws numbers
-        # for the messages it commits while the loop may draw its own.
+        # The pipeline's publish stage draws numbers inside each write's transaction, so
+        # numbering follows commit order (which is delivery order).
         self._counter = itertools.count(start_seq + 1)
         self._head = start_seq
         self.published = 0
@@ -162,14 +162,8 @@ class Hub:
     def next_seq(self) -> int:
         return next(self._counter)
 
-    def message(
-        self, topic: str, type_: str, payload: dict[str, Any], timestamp: str | None = None
-    ) -> Message:
-        """A new message with the next sequence number (not yet delivered)."""
-        return Message(self.next_seq(), topic, type_, timestamp or self.clock(), payload)
-
     def deliver(self, messages: Iterable[Message]) -> None:
-        """Hand messages (made by `message`, already stored) to every subscriber."""
+        """Hand messages (numbered by `next_seq`, already stored) to every subscriber."""
         batch = list(messages)
         for msg in batch:
             self.buffer.append(msg)
@@ -194,11 +188,6 @@ class Hub:
         for sub in lagged:
             if self.subscribers.pop(sub.id, None) is not None:
                 self.lagged_total += 1
-
-    def publish(self, topic: str, type_: str, payload: dict[str, Any]) -> Message:
-        msg = self.message(topic, type_, payload)
-        self.deliver([msg])
-        return msg
 
     def subscribe(self, topics: Iterable[str], queue_size: int | None = None) -> Subscriber:
         sub = Subscriber(expand_topics(topics), queue_size or self.queue_size)

@@ -702,6 +702,7 @@ def drift_ids(store: SqliteStore) -> list[str]:
 async def reference_drifts(path: Path, records: list[dict[str, Any]]) -> list[str]:
     """What the store holds after every record is ingested once, in order."""
     store = SqliteStore(path)
+    store.start()
     pipeline = Pipeline(build_detector(), store, Hub(clock=lambda: CLOCK), lambda: CLOCK)
     await pipeline.start()
     try:
@@ -768,6 +769,7 @@ async def test_consumer_killed_mid_stream_then_restarted(
 
     # Second consumer, same group, same store: takes over from the last commit.
     store = SqliteStore(db)
+    store.start()
     hub = Hub(clock=lambda: CLOCK, start_seq=store.last_seq())
     pipeline = Pipeline(build_detector(), store, hub, lambda: CLOCK)
     second: list[str] = []
@@ -803,6 +805,7 @@ async def _child(
     bootstrap: str, topic: str, group: str, db: str, hang_after: int, worker: bool
 ) -> None:
     store = SqliteStore(db)
+    store.start()
     pipeline = Pipeline(build_detector(), store, Hub(clock=lambda: CLOCK), lambda: CLOCK)
     stored = 0
 

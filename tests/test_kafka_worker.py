@@ -188,6 +188,7 @@ async def _consume(
     """Consume the topic into a fresh store; returns the source status, store counters and
     drift ids."""
     store = SqliteStore(db)
+    store.start()
     pipeline = Pipeline(build_detector(), store, Hub(clock=lambda: CLOCK), lambda: CLOCK)
     seen = 0
     done = asyncio.Event()

@@ -13,7 +13,8 @@ import pytest
 from websockets.asyncio.client import connect
 
 from monitor.app.config import Config
-from monitor.store import MIGRATIONS, SqliteStore
+from monitor.store import SqliteStore
+from monitor.store.schema import MIGRATIONS
 from tests.support.live import SSEReader, running
 from tests.support.records import DEMO_STATE, resize
 
@@ -268,6 +269,7 @@ def test_migration_from_schema_1(tmp_path: Path) -> None:
     db.commit()
     db.close()
     store = SqliteStore(path)
+    store.start()
     try:
         d = store.drift("drift-old")
         assert d is not None and d["type"] == "security" and d["occurrences"] == 1

@@ -16,19 +16,18 @@ from typing import Any
 import orjson
 import pytest
 
-from monitor import store as store_mod
 from monitor.actors import Actor
+from monitor.lifecycle import drift_type
 from monitor.store import (
-    COUNTED,
-    FACET_COLS,
-    MIGRATIONS,
     DriftFilter,
-    PendingMessage,
     Retention,
     SqliteStore,
     StatusChange,
+    StoreSettings,
     WriteBatch,
+    WriteOutcome,
 )
+from monitor.store.schema import COUNTED, FACET_COLS, MIGRATIONS, rebuild_counters
 from monitor.types import Drift, DriftKind
 
 pytestmark = pytest.mark.timeout(300)
@@ -104,11 +103,11 @@ class Built:
     end: datetime
 
 
-def _build(path: Path) -> SqliteStore:
+def _build(path: Path, settings: StoreSettings) -> SqliteStore:
     """TOTAL drifts through write(): status changes a few batches later, and pruning."""
-    store = SqliteStore(path, synchronous="OFF")
+    store = SqliteStore(path, settings)
+    store.start()
     rng = random.Random(5)
-    seq = itertools.count(1)
     pending: dict[int, list[StatusChange]] = {}
     batches = TOTAL // BATCH
     for b in range(batches):
@@ -136,8 +135,7 @@ def _build(path: Path) -> SqliteStore:
                     retention=retention,
                     received_at=iso(END - SPAN + timedelta(days=b // 10)),
                 )
-            ],
-            seq.__next__,
+            ]
         )
     return store
 
@@ -153,15 +151,13 @@ def built(
     # Small blocks put many block boundaries inside the data set (and inside pages); a low
     # deep-offset bar sends unfiltered pages past it through the block counts.
     bits, deep = request.param
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(store_mod, "BLOCK_BITS", bits)
-        mp.setattr(store_mod, "DEEP_OFFSET", deep)
-        path = tmp_path_factory.mktemp("queries") / "driftline.db"
-        store = _build(path)
-        try:
-            yield Built(store, path, END)
-        finally:
-            store.close()
+    settings = StoreSettings(synchronous="OFF", block_bits=bits, deep_offset=deep)
+    path = tmp_path_factory.mktemp("queries") / "driftline.db"
+    store = _build(path, settings)
+    try:
+        yield Built(store, path, END)
+    finally:
+        store.close()
 
 
 def _plain(path: Path, f: DriftFilter) -> list[str]:
@@ -342,26 +338,22 @@ def test_counters_exact_after_status_changes_and_pruning(built: Built) -> None:
     # The build moved and pruned: every status is present and rows are gone.
     assert set(statuses) == {"detected", "investigating", "resolved"}
     assert total < max_n == TOTAL
-    _assert_counts_exact(built.path, store_mod.BLOCK_BITS)
+    _assert_counts_exact(built.path, built.store.settings.block_bits)
 
 
-def test_status_change_and_prune_keep_counts_exact(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(store_mod, "BLOCK_BITS", 14)  # whatever `built` left set
+def test_status_change_and_prune_keep_counts_exact(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "small.db")
-    seq = itertools.count(1)
+    store.start()
     rng = random.Random(3)
     try:
         drifts = [make_drift(n, rng) for n in range(300)]
-        store.write([WriteBatch(drifts=drifts, received_at="2026-03-01T00:00:00Z")], seq.__next__)
+        store.write([WriteBatch(drifts=drifts, received_at="2026-03-01T00:00:00Z")])
         changes = [StatusChange(d.id, "investigating") for d in drifts[:100]]
         changes += [StatusChange(d.id, "resolved") for d in drifts[50:150]]
         changes.append(StatusChange("drift-missing", "resolved"))  # refused: not found
-        out = store.write(
-            [WriteBatch(status_changes=changes, received_at="2026-03-02T00:00:00Z")],
-            seq.__next__,
-        )[0]
+        out = store.write([WriteBatch(status_changes=changes, received_at="2026-03-02T00:00:00Z")])[
+            0
+        ]
         assert sum(isinstance(r, dict) for r in out.status_results) == 200
         _assert_counts_exact(Path(store.path), 14)
         _check(Built(store, Path(store.path), END), DriftFilter(status="investigating"), 7)
@@ -373,8 +365,7 @@ def test_status_change_and_prune_keep_counts_exact(
                 WriteBatch(
                     retention=Retention(drift_max_rows=120), received_at="2026-03-03T00:00:00Z"
                 )
-            ],
-            seq.__next__,
+            ]
         )[0]
         assert out.pruned["drifts"] == 180
         _assert_counts_exact(Path(store.path), 14)
@@ -386,29 +377,27 @@ def test_status_change_and_prune_keep_counts_exact(
         store.close()
 
 
-def test_failed_write_forgets_its_facets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_mod, "BLOCK_BITS", 14)
+def test_failed_write_forgets_its_facets(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "rb.db")
-    seq = itertools.count(1)
+    store.start()
     rng = random.Random(4)
     a, b, c = (
         replace(make_drift(n, rng), severity="low", resource_type=rtype)
         for n, rtype in ((0, "type_a"), (1, "type_b"), (2, "type_c"))
     )
 
-    def unavailable() -> int:
+    def unavailable(batches: object, outcomes: list[WriteOutcome]) -> list[list[object]]:
+        assert outcomes[0].new_drifts == {b.id}  # the statements ran, then this fails
         raise RuntimeError("sequence unavailable")
 
     try:
-        store.write([WriteBatch(drifts=[a], received_at="t")], seq.__next__)
-        failing = WriteBatch(
-            drifts=[b], messages=[PendingMessage("drifts", "drift", {}, b.id)], received_at="t"
-        )
-        with pytest.raises(RuntimeError):
+        store.write([WriteBatch(drifts=[a], received_at="t")])
+        failing = WriteBatch(drifts=[b], received_at="t")
+        with pytest.raises(RuntimeError, match="sequence unavailable"):
             store.write([failing], unavailable)  # rolled back after b's facet row went in
         # c's new facet takes the id b's rolled-back one had; b must not reuse a stale id.
-        store.write([WriteBatch(drifts=[c], received_at="t")], seq.__next__)
-        store.write([WriteBatch(drifts=[b], received_at="t")], seq.__next__)
+        store.write([WriteBatch(drifts=[c], received_at="t")])
+        store.write([WriteBatch(drifts=[b], received_at="t")])
         _assert_counts_exact(Path(store.path), 14)
         for d in (a, b, c):
             items, total = store.drifts(
@@ -422,22 +411,24 @@ def test_failed_write_forgets_its_facets(tmp_path: Path, monkeypatch: pytest.Mon
 def test_checkpointer_runs_with_the_store_and_stops_with_it(tmp_path: Path) -> None:
     # Its lifecycle and settings; the checkpoints themselves are SQLite's.
     store = SqliteStore(tmp_path / "ckpt.db")
+    assert store._checkpointer is None  # nothing runs before start()
+    store.start()
     thread = store._checkpointer
     assert thread is not None and thread.is_alive()
     assert store._writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
     assert store._writer.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL still
-    store.write([WriteBatch(drifts=[make_drift(1, random.Random(1))], received_at="t")], lambda: 1)
+    store.write([WriteBatch(drifts=[make_drift(1, random.Random(1))], received_at="t")])
     store.drifts(DriftFilter(severity="nope", status="resolved"), 1, 10)
     assert not store._reader().in_transaction  # the read transaction ended
     store.close()
     assert not thread.is_alive()
     memory = SqliteStore(":memory:")
+    memory.start()
     assert memory._checkpointer is None
     memory.close()
 
 
-def test_migration_from_schema_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_mod, "BLOCK_BITS", 14)  # what migration 4 counts with
+def test_migration_from_schema_3(tmp_path: Path) -> None:
     path = tmp_path / "v3.db"
     db = sqlite3.connect(path)
     db.executescript(";".join(MIGRATIONS[v] for v in (1, 2, 3)) + ";PRAGMA user_version=3;")
@@ -469,19 +460,20 @@ def test_migration_from_schema_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                 d.event_time,
                 d.detected_at,
                 f"k{n}",
-                store_mod.drift_type(d.category),
+                drift_type(d.category),
             ),
         )
     db.execute(
         'INSERT INTO dead_letters (source, topic, partition, "offset", value_size, reason, at)'
         " VALUES ('kafka', 't', 0, 1, 0, 'bad', 'now')"
     )
-    SqliteStore._rebuild_counters(db)
+    rebuild_counters(db)
     db.execute("DELETE FROM counters WHERE name LIKE 'drifts.actor.%'")  # schema 3 had none
     db.execute("INSERT INTO counters VALUES ('drifts.merged', 5)")
     db.commit()
     db.close()
-    store = SqliteStore(path)
+    store = SqliteStore(path)  # migration 4 counts blocks of 2**14: the default block_bits
+    store.start()
     try:
         assert store._writer.execute("PRAGMA user_version").fetchone()[0] == 4
         assert store.dead_letters(1, 10)[1] == 1
@@ -499,38 +491,36 @@ def test_migration_from_schema_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             _check(built, f, 3)
         # The writer's facet cache came from the migrated table: moves keep counts exact.
         store.write(
-            [WriteBatch(status_changes=[StatusChange(drifts[0].id, "resolved")], received_at="t")],
-            lambda: 1,
+            [WriteBatch(status_changes=[StatusChange(drifts[0].id, "resolved")], received_at="t")]
         )
-        store.write([WriteBatch(drifts=[make_drift(99, rng)], received_at="t")], lambda: 2)
+        store.write([WriteBatch(drifts=[make_drift(99, rng)], received_at="t")])
         _assert_counts_exact(path, 14)
         _check(built, DriftFilter(status="resolved", provider="aws"), 2)
     finally:
         store.close()
 
 
-def test_the_wal_starts_over_under_a_steady_stream_of_commits(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_wal_starts_over_under_a_steady_stream_of_commits(tmp_path: Path) -> None:
     """SQLite starts the WAL over only when a write begins after all of it was copied back;
     back-to-back commits never leave the checkpointer that moment, so the writer finishes the
     copy itself once the WAL is too big (without it, the WAL held every commit of the run)."""
     limit = 256 * 1024
-    monkeypatch.setattr(store_mod, "WAL_SIZE_LIMIT", limit)
-    monkeypatch.setattr(store_mod, "CHECKPOINT_INTERVAL", 0.02)
-    rng, seq = random.Random(11), itertools.count(1)
+    rng = random.Random(11)
     batches = [
         WriteBatch(
             drifts=[make_drift(n, rng) for n in range(b * 40, (b + 1) * 40)], received_at="t"
         )
         for b in range(300)
     ]
-    store = SqliteStore(tmp_path / "wal.db")
+    store = SqliteStore(
+        tmp_path / "wal.db", StoreSettings(wal_size_limit=limit, checkpoint_interval=0.02)
+    )
+    store.start()
     wal = tmp_path / "wal.db-wal"
     sizes = []
     try:
         for batch in batches:  # back to back, as under a loaded consumer
-            store.write([batch], seq.__next__)
+            store.write([batch])
             sizes.append(wal.stat().st_size)
     finally:
         store.close()

@@ -20,7 +20,7 @@ from monitor.detect import Detector
 from monitor.engine import build_index, load_rules
 from monitor.hub import Hub
 from monitor.pipeline import Pipeline
-from monitor.store import DeadLetter, Retention, SqliteStore, Store
+from monitor.store import DeadLetter, Retention, SqliteStore, Store, StoreSettings
 from monitor.tfstate import StateError, TfState, load_states, state_files
 from monitor.types import Clock
 from rules.catalogue import Catalogue
@@ -97,7 +97,8 @@ class Daemon:
     def _open_store(self) -> Store:
         if self.config.store == "memory":
             return SqliteStore(":memory:")
-        return SqliteStore(Path(self.config.data_dir) / "driftline.db", self.config.synchronous)
+        settings = StoreSettings(synchronous=self.config.synchronous)
+        return SqliteStore(Path(self.config.data_dir) / "driftline.db", settings)
 
     def _load_state_or_raise(self) -> None:
         fingerprint = _fingerprint(self.state_paths)
@@ -107,6 +108,7 @@ class Daemon:
 
     async def start(self) -> None:
         self.started_at = self.clock()
+        self.store.start()
         await self.pipeline.start()
         for source in self.sources.values():
             await source.start()

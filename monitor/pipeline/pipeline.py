@@ -1,0 +1,101 @@
+"""From decoded items to stored, published drifts, and the lifecycle actions on them.
+
+A drift is committed before the caller is acknowledged and before it is published; the
+store's idempotence on ids makes redelivered input produce nothing new.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from monitor.clock import utc_now
+from monitor.detect import Detector
+from monitor.hub import Hub, Message
+from monitor.lifecycle import LifecycleError
+from monitor.pipeline.publish import PendingMessage
+from monitor.pipeline.stages import Detect, IngestResult, Observe, Observer, Persist, Stage, Work
+from monitor.pipeline.writer import StoreWriter
+from monitor.store import DeadLetter, Retention, StatusChange, Store, WriteBatch
+from monitor.types import Clock, Decoded
+
+
+class Pipeline:
+    """Detects, stores and publishes. `detector` may be swapped (state reload) at any time."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        store: Store,
+        hub: Hub,
+        clock: Clock = utc_now,
+        store_readonly_events: bool = False,
+    ) -> None:
+        self.store = store
+        self.hub = hub
+        self.clock = clock
+        self.writer = StoreWriter(store, hub)
+        self.observers: list[Observer] = []
+        self._detect = Detect(detector, store_readonly_events)
+        self.stages: tuple[Stage, ...] = (
+            self._detect,
+            Persist(self.writer),
+            Observe(self.observers),
+        )
+        self.records = 0
+        self.rejected: Counter[str] = Counter()
+
+    @property
+    def detector(self) -> Detector:
+        return self._detect.detector
+
+    @detector.setter
+    def detector(self, detector: Detector) -> None:
+        self._detect.detector = detector
+
+    async def start(self) -> None:
+        self.writer.start()
+
+    async def stop(self) -> None:
+        await self.writer.stop()
+
+    async def ingest(self, items: Iterable[Decoded]) -> IngestResult:
+        work = Work(items, WriteBatch(received_at=self.clock()))
+        for stage in self.stages:
+            await stage.run(work)
+        result = work.result
+        self.records += result.accepted + result.rejected
+        self.rejected.update(result.reasons)
+        return result
+
+    async def set_status(self, change: StatusChange) -> dict[str, Any]:
+        """Move a drift through its lifecycle; LifecycleError when refused."""
+        outcome = await self.writer.submit(
+            WriteBatch(status_changes=[change], received_at=self.clock())
+        )
+        result = outcome.status_results[0]
+        if isinstance(result, LifecycleError):
+            raise result
+        return result
+
+    async def prune(self, retention: Retention) -> dict[str, int]:
+        """One bounded round of retention; call again while it returns deletions."""
+        outcome = await self.writer.submit(
+            WriteBatch(retention=retention, received_at=self.clock())
+        )
+        return outcome.pruned
+
+    async def dead_letter(self, letter: DeadLetter) -> bool:
+        """Keep a record a source could not decode; False if it was kept before."""
+        outcome = await self.writer.submit(
+            WriteBatch(dead_letters=[letter], received_at=self.clock())
+        )
+        return outcome.dead_lettered > 0
+
+    async def publish(self, topic: str, type_: str, payload: dict[str, Any]) -> Message | None:
+        """Store and deliver a message that is not tied to a drift (state_change, stats)."""
+        outcome = await self.writer.submit(
+            WriteBatch(received_at=self.clock()), [PendingMessage(topic, type_, payload)]
+        )
+        return outcome.messages[0] if outcome.messages else None

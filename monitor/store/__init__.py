@@ -1,0 +1,40 @@
+"""Durable storage of events, alerts, drifts, their lifecycle and hub messages.
+
+`Store` (protocol.py) is what the rest of Driftline uses; `SqliteStore` is the embedded
+backend. A second backend is a sibling module implementing the same protocol.
+"""
+
+from monitor.lifecycle import DRIFT_TYPES, LifecycleError
+from monitor.store.protocol import (
+    DeadLetter,
+    DriftFilter,
+    EventFilter,
+    MessageRow,
+    Publisher,
+    Retention,
+    StatusChange,
+    StatusMoved,
+    Store,
+    StoreSettings,
+    WriteBatch,
+    WriteOutcome,
+)
+from monitor.store.sqlite import SqliteStore
+
+__all__ = [
+    "DRIFT_TYPES",
+    "DeadLetter",
+    "DriftFilter",
+    "EventFilter",
+    "LifecycleError",
+    "MessageRow",
+    "Publisher",
+    "Retention",
+    "SqliteStore",
+    "StatusChange",
+    "StatusMoved",
+    "Store",
+    "StoreSettings",
+    "WriteBatch",
+    "WriteOutcome",
+]

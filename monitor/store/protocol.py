@@ -1,0 +1,180 @@
+"""What storage offers the rest of Driftline: the Store protocol and its value types.
+
+A backend implements `Store`; nothing outside `monitor/store/` knows which one runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from monitor.lifecycle import LifecycleError, Merge
+from monitor.types import ChangeEvent, Drift, FalcoAlert
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """A store's tunables (one object, passed in; nothing reads module globals)."""
+
+    synchronous: str = "FULL"
+    # The WAL is checkpointed off the writer's commit path, by a background thread, this
+    # often (seconds); a checkpointed WAL is truncated back to `wal_size_limit` bytes.
+    checkpoint_interval: float = 1.0
+    wal_size_limit: int = 64 * 1024 * 1024
+    # facet_counts blocks hold 2**block_bits consecutive drift numbers. Part of the data:
+    # migration 4 counted with 14, so an existing store keeps the value it was built with.
+    block_bits: int = 14
+    # Rows an OFFSET walk may skip before the block counts are cheaper.
+    deep_offset: int = 20_000
+    dead_letter_max_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    drift_id: str
+    status: str
+    note: str | None = None
+    capture_baseline: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StatusMoved:
+    """A status change the store applied (what the publish stage announces)."""
+
+    drift_id: str
+    status: str
+    previous: str
+    at: str
+    baseline_captured: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """Limits for the pruner; None means no limit of that kind."""
+
+    event_max_age: str | None = None  # ISO time: events received before this go
+    event_max_rows: int | None = None
+    resolved_max_age: str | None = None  # resolved drifts older than this go
+    drift_max_rows: int | None = None  # oldest resolved first, then oldest
+    message_max_rows: int | None = None
+    chunk: int = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record a source could not decode, kept with its reason (never blocks its stream)."""
+
+    source: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    reason: str
+    at: str
+
+
+@dataclass
+class WriteBatch:
+    """What one ingest (or one API action) produced; written in one transaction."""
+
+    events: list[tuple[ChangeEvent, str]] = field(default_factory=list)  # (event, severity)
+    alerts: list[FalcoAlert] = field(default_factory=list)
+    drifts: list[Drift] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    status_changes: list[StatusChange] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    retention: Retention | None = None
+    received_at: str = ""
+
+
+class MessageRow(Protocol):
+    """A hub message as the store keeps it (the store never builds one)."""
+
+    @property
+    def seq(self) -> int: ...
+    def row(self) -> tuple[int, str, str, str, bytes]: ...
+
+
+@dataclass
+class WriteOutcome:
+    """What a batch changed, in the order it happened; `messages` are what was published."""
+
+    new_drifts: set[str] = field(default_factory=set)
+    merges: list[Merge] = field(default_factory=list)  # flood control: occurrence added
+    suppressed_drifts: set[str] = field(default_factory=set)  # matched an accepted baseline
+    new_alerts: set[str] = field(default_factory=set)
+    moves: list[StatusMoved] = field(default_factory=list)
+    status_results: list[dict[str, Any] | LifecycleError] = field(default_factory=list)
+    pruned: dict[str, int] = field(default_factory=dict)
+    dead_lettered: int = 0  # dead letters not kept before
+    messages: Sequence[Any] = ()
+
+    @property
+    def merged_drifts(self) -> set[str]:
+        return {m.parent for m in self.merges}
+
+
+# Turns a group's outcomes into the messages to keep with them, one list per batch, inside
+# the write's transaction (so a restart replays exactly what was delivered).
+Publisher = Callable[[Sequence[WriteBatch], Sequence[WriteOutcome]], Sequence[Sequence[MessageRow]]]
+
+
+@dataclass(frozen=True, slots=True)
+class DriftFilter:
+    severity: str | None = None
+    resource_type: str | None = None
+    kind: str | None = None
+    status: str | None = None
+    actor: str | None = None
+    provider: str | None = None
+    resource_id: str | None = None
+    drift_type: str | None = None
+    since: str | None = None
+    until: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    severity: str | None = None
+    provider: str | None = None
+    kind: str | None = None
+    since: str | None = None
+    until: str | None = None
+
+
+class Store(Protocol):
+    """What the daemon needs from storage. Methods block; callers run reads off the loop.
+
+    `start()` starts background work and must precede writes; `close()` ends it. A write is
+    `stage` (the statements, in a transaction left open; `publish` supplies the messages to
+    keep with it) then `commit_staged` (durable; may run on another thread); `write` does both.
+    """
+
+    def start(self) -> None: ...
+    def write(
+        self, batches: Sequence[WriteBatch], publish: Publisher | None = None
+    ) -> list[WriteOutcome]: ...
+    def stage(
+        self, batches: Sequence[WriteBatch], publish: Publisher | None = None
+    ) -> list[WriteOutcome]: ...
+    def commit_staged(self) -> None: ...
+    def drifts(self, f: DriftFilter, page: int, limit: int) -> tuple[list[dict[str, Any]], int]: ...
+    def drift(self, drift_id: str) -> dict[str, Any] | None: ...
+    def drift_detail(self, drift_id: str) -> dict[str, Any] | None: ...
+    def drifts_for_event(self, event_id: str) -> list[dict[str, Any]]: ...
+    def summary(self) -> dict[str, Any]: ...
+    def events(self, f: EventFilter, page: int, limit: int) -> tuple[list[dict[str, Any]], int]: ...
+    def event(self, event_id: str) -> dict[str, Any] | None: ...
+    def events_since(self, since: str) -> int: ...
+    def related_events(self, drift: dict[str, Any], limit: int) -> list[dict[str, Any]]: ...
+    def messages_since(
+        self, seq: int, topics: Iterable[str], limit: int
+    ) -> list[tuple[int, str, str, str, bytes]]: ...
+    def last_seq(self) -> int: ...
+    def counters(self) -> dict[str, int]: ...
+    def dead_letter(self, letter: DeadLetter) -> bool: ...
+    def dead_letters(self, page: int, limit: int) -> tuple[list[dict[str, Any]], int]: ...
+    def counts(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...

@@ -1,0 +1,192 @@
+"""The embedded store (SQLite, WAL): connections, the checkpoint thread, the write path.
+
+Writes are idempotent on ids (at-least-once in, exactly-once out) and happen in one writer
+with group commit (statements on the event loop, COMMIT on a thread: `stage` then
+`commit_staged`); readers use their own connections and never block it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from monitor.store.facets import Facets
+from monitor.store.protocol import (
+    DeadLetter,
+    MessageRow,
+    Publisher,
+    StoreSettings,
+    WriteBatch,
+    WriteOutcome,
+)
+from monitor.store.reads import SqliteReads
+from monitor.store.schema import migrate
+from monitor.store.writer import Writer
+
+
+class SqliteStore(SqliteReads):
+    """The embedded store: one writer connection, a reader connection per thread."""
+
+    def __init__(self, path: str | Path, settings: StoreSettings | None = None) -> None:
+        self.path = str(path)
+        self.settings = settings or StoreSettings()
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._writer = self._connect()
+        with self._write_lock:
+            migrate(self._writer, self.path)
+        self._facets = Facets(self._writer)
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        # Set by the checkpointer when the WAL has outgrown its limit (see commit_staged).
+        self._wal_reset_due = False
+
+    def start(self) -> None:
+        """Start the checkpoint thread (file stores); idempotent."""
+        if self.path == ":memory:" or self._checkpointer is not None:
+            return
+        # Commits only append to the WAL; copying it back into the database file (and its
+        # fsyncs) happens on a thread of its own instead of inside every 1000th page's
+        # COMMIT. Durability is unchanged: COMMIT still syncs per `synchronous`.
+        self._writer.execute("PRAGMA wal_autocheckpoint=0")
+        self._stop_checkpoints.clear()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoints, name=f"checkpoint {self.path}", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.settings.synchronous}")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA cache_size=-65536")
+        conn.execute(f"PRAGMA journal_size_limit={self.settings.wal_size_limit}")
+        return conn
+
+    def _checkpoints(self) -> None:
+        conn = self._connect()
+        try:
+            limit = self.settings.wal_size_limit // conn.execute("PRAGMA page_size").fetchone()[0]
+            while not self._stop_checkpoints.wait(self.settings.checkpoint_interval):
+                # PASSIVE never waits for (or blocks) the writer or readers.
+                try:
+                    _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error:
+                    continue  # busy now; the next round catches up
+                if frames > limit:
+                    self._wal_reset_due = True
+        finally:
+            conn.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        if self.path == ":memory:":
+            return self._writer  # one in-memory database: readers share the writer
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+        return conn
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def write(
+        self, batches: Sequence[WriteBatch], publish: Publisher | None = None
+    ) -> list[WriteOutcome]:
+        """Store batches in one transaction (group commit), with the messages `publish`
+        makes of their outcomes (kept in `outcome.messages`, to deliver once this returns)."""
+        outcomes = self.stage(batches, publish)
+        self.commit_staged()
+        return outcomes
+
+    def stage(
+        self, batches: Sequence[WriteBatch], publish: Publisher | None = None
+    ) -> list[WriteOutcome]:
+        """The statements of `write`, in a transaction left open: `commit_staged` must
+        follow (from any thread), and no other write starts until it has."""
+        self._write_lock.acquire()
+        db = self._writer
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                outcomes = [Writer(db, b, self._facets, self.settings).run() for b in batches]
+                if publish is not None:
+                    for outcome, messages in zip(outcomes, publish(batches, outcomes), strict=True):
+                        outcome.messages = messages
+                    self._keep_messages([m for o in outcomes for m in o.messages])
+                return outcomes
+            except BaseException:
+                self._rollback()
+                raise
+        except BaseException:
+            self._write_lock.release()
+            raise
+
+    def _keep_messages(self, messages: list[MessageRow]) -> None:
+        if not messages:
+            return
+        db = self._writer
+        db.executemany("INSERT INTO messages VALUES (?,?,?,?,?)", [m.row() for m in messages])
+        # The high-water mark survives pruning of the messages table.
+        db.execute(
+            "INSERT INTO counters VALUES ('hub.seq', ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = MAX(value, excluded.value)",
+            (messages[-1].seq,),
+        )
+
+    def commit_staged(self) -> None:
+        """Make what `stage` wrote durable (COMMIT syncs per `synchronous`); on failure
+        nothing of it is kept."""
+        try:
+            self._writer.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        else:
+            if self._wal_reset_due:
+                self._finish_checkpoint()
+        finally:
+            self._write_lock.release()
+
+    def _finish_checkpoint(self) -> None:
+        """Copy the last frames of a large WAL back while no write is open.
+
+        SQLite starts the WAL over only when a write begins after every frame has been
+        copied back. Under a steady stream of commits the checkpointer never sees that
+        moment, and the WAL (and the cost of every page lookup in it) grows without end.
+        The checkpointer has copied nearly all of it already, so this copies only what the
+        last commits added, and the next write starts the WAL over.
+        """
+        self._wal_reset_due = False
+        with contextlib.suppress(sqlite3.Error):  # a reader in the way: the next round
+            self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+    def _rollback(self) -> None:
+        db = self._writer
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        self._facets = Facets(db)  # forget facets the rolled-back work added
+
+    def dead_letter(self, letter: DeadLetter) -> bool:
+        """Keep a poison record (its first MiB) with its reason; False if already kept."""
+        [outcome] = self.write([WriteBatch(dead_letters=[letter])])
+        return outcome.dead_lettered > 0
+
+    def close(self) -> None:
+        """Stop the checkpoint thread and close the connections."""
+        if self._checkpointer is not None:
+            self._stop_checkpoints.set()
+            self._checkpointer.join()
+            self._checkpointer = None
+        with self._write_lock:
+            self._writer.close()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
