@@ -16,7 +16,6 @@ import os
 import re
 import tempfile
 import time
-import zlib
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
@@ -29,13 +28,11 @@ import orjson
 
 from monitor.clock import utc_now
 from monitor.types import Clock, Decoded, DecodeError, OnItems
-from streams.decode import decode_document
-from streams.files import parse_documents
+from streams.documents import InputError, Limits, decode_bytes
 
 log = logging.getLogger("driftline.trail")
 
 
-GZIP_MAGIC = b"\x1f\x8b"
 REGION = r"[a-z]{2}(?:-[a-z]+)+-\d+"
 ACCOUNT_RE = re.compile(r"\d{12}")
 ORG_RE = re.compile(r"o-[a-z0-9]{10,32}")
@@ -94,48 +91,10 @@ class TrailFile:
 # --- decoding --------------------------------------------------------------------------
 
 
-def gunzip(data: bytes, name: str, limit: int) -> bytes:
-    """Decompress every gzip member; the output is bounded and a cut-off stream is named."""
-    out: list[bytes] = []
-    total = 0
-    while data:
-        d = zlib.decompressobj(wbits=31)
-        try:
-            chunk = d.decompress(data, limit - total + 1)
-        except zlib.error as exc:
-            raise DecodeError("bad gzip", f"{name}: {exc}") from None
-        total += len(chunk)
-        if total > limit or d.unconsumed_tail:
-            raise DecodeError("file too large", f"{name}: more than {limit} bytes decompressed")
-        out.append(chunk)
-        if not d.eof:
-            raise DecodeError("truncated gzip", f"{name}: the compressed stream ends early")
-        data = d.unused_data
-        if not data.strip(b"\x00"):
-            break
-        if data[:2] != GZIP_MAGIC:
-            raise DecodeError("bad gzip", f"{name}: data after the last gzip member")
-    return b"".join(out)
-
-
 def decode_file(data: bytes, name: str, limit: int) -> tuple[list[Decoded], DecodeError | None]:
     """All decoded items of one file, and the first error that concerns the file itself."""
-    try:
-        if data[:2] == GZIP_MAGIC:
-            data = gunzip(data, name, limit)
-        elif len(data) > limit:
-            raise DecodeError("file too large", f"{name}: {len(data)} bytes (limit {limit})")
-    except DecodeError as exc:
-        return [exc], exc
-    items: list[Decoded] = []
-    file_error: DecodeError | None = None
-    for raw in parse_documents(data, name):
-        if raw.error is not None:
-            err = DecodeError(raw.error.reason, f"{raw.position}: {raw.error.detail}")
-            file_error = file_error or err
-            items.append(err)
-            continue
-        items.extend(decode_document(raw.doc))
+    items = decode_bytes(data, "auto", Limits(limit, unit="file", growing=True), name)
+    file_error = next((i for i in items if isinstance(i, InputError)), None)
     return items, file_error
 
 

@@ -12,8 +12,9 @@ from monitor.actors import actor_from_identity
 from monitor.types import ChangeEvent, DecodeError, FalcoAlert
 from streams.cloudtrail import decode_record, iter_records
 from streams.decode import decode_document
+from streams.documents import parse_documents
 from streams.falco import decode_alert
-from streams.files import event_files, parse_documents, read_documents
+from streams.files import event_files, read_documents
 from streams.timefmt import normalise_time
 from tests.support.realdata import CLOUDTRAIL, REALDATA, cloudtrail_records, falco_alerts, unwrap
 

@@ -21,22 +21,25 @@ from monitor.store import SqliteStore
 from streams.cloudtrail import decode_record
 from streams.files import read_documents
 from streams.kafka import KafkaSource
-from streams.kafka_worker import FetchWorker, Part, WorkerGone
+from streams.kafka_options import KafkaOptions
+from streams.kafka_wire import Part
+from streams.kafka_worker import FetchWorker, WorkerGone
 from streams.triage import DECODE, FAILED, READ_ONLY, SKIPPED
 from tests.support.kafka_broker import GROUP_OPTIONS, Broker, create_topic, produce, unique
-from tests.support.realdata import K8S
-from tests.test_kafka import (
+from tests.support.kafka_source import (
     CLOCK,
     broker,
     build_detector,
     ct_values,
     drift_ids,
     invictus,
+    kafka_source,
     until,
 )
+from tests.support.realdata import K8S
 
 __all__ = ["broker"]  # the fixture, shared with test_kafka
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 
 async def _sink(items: list[Decoded]) -> IngestResult:
@@ -45,10 +48,10 @@ async def _sink(items: list[Decoded]) -> IngestResult:
 
 def worker_for(broker: Broker, topic: str, fmt: str) -> FetchWorker:
     """A worker configured as a KafkaSource for `topic` would configure it."""
-    source = KafkaSource(
-        broker.bootstrap, {topic: fmt}, unique("g"), _sink, max_batch=200, poll_interval=0.1
+    options = KafkaOptions(
+        broker.bootstrap, {topic: fmt}, unique("g"), max_batch=200, poll_interval=0.1
     )
-    return FetchWorker(source._worker_config())
+    return FetchWorker(options.worker_config())
 
 
 async def read_parts(worker: FetchWorker, total: int, timeout: float = 30) -> list[Part]:
@@ -211,7 +214,7 @@ async def _consume(
 
     await pipeline.start()
     try:
-        source = KafkaSource(
+        source = kafka_source(
             broker.bootstrap, {topic: "cloudtrail"}, unique("g"), ingest, max_batch=100,
             consumer_options=dict(GROUP_OPTIONS), source_for=pipeline.detector.catalogue.source_for,
             worker=worker, backoff_initial=0.05,
