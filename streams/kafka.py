@@ -29,11 +29,12 @@ from aiokafka.errors import KafkaError
 from monitor.types import OnItems
 from streams.formats import DocDecoder, SourceFor
 from streams.kafka_dead import DeadLetter, DeadLetters
+from streams.kafka_feed import CannotRun, WorkerFeed
 from streams.kafka_handover import Batch, HandOver, RecordDecoder, tp_of
 from streams.kafka_offsets import Offsets
 from streams.kafka_options import KafkaOptions, client_kwargs
 from streams.kafka_wire import Part
-from streams.kafka_worker import FetchWorker, WorkerGone
+from streams.kafka_worker import FetchWorker
 
 log = logging.getLogger("driftline.kafka")
 
@@ -87,18 +88,9 @@ class KafkaSource:
         # Held by a rebalance or a close while it waits for the batches in flight and
         # commits: no new batch starts meanwhile, so only what was stored is committed.
         self._gate = asyncio.Lock()
-        # The fetch worker, when this connection uses one (`_use_worker`), and when one that
-        # went away may be started again.
-        self._worker: FetchWorker | None = None
+        # The fetch worker, used while `_use_worker` (this connection fetches through it).
+        self._feed = WorkerFeed(options, self._offsets, clock, self._error, self._pause)
         self._use_worker = False
-        self._worker_retry = 0.0
-        self._worker_delay = options.backoff_initial
-        # What the fetch worker was last told for each partition; batches it fetched under
-        # an older epoch are dropped (a seek or a new assignment came after them).
-        self._epochs: dict[TopicPartition, int] = {}
-        self._epoch_seq = 0
-        self._assign_pending = False  # the worker must be given the assignment (again)
-        self._assign_gen = 0  # counts rebalances, so an assignment raced by one is redone
         self._polled = False
 
         self.state = "stopped"
@@ -135,7 +127,7 @@ class KafkaSource:
     def status(self) -> dict[str, Any]:
         """Counters, last error and per-partition offsets and lag (for /health, /stats)."""
         opts, offsets, handover = self.options, self._offsets, self._handover
-        worker = self._worker if self._use_worker else None
+        worker = self._feed.worker if self._use_worker else None
         partitions = self._partition_status(worker)
         return {
             "state": self.state,
@@ -235,7 +227,7 @@ class KafkaSource:
         consumer.subscribe(topics=list(opts.topics), listener=_Listener(self))
         self._consumer = consumer
         self._use_worker = opts.worker
-        self._worker_retry = 0.0
+        self._feed.retry_at = 0.0
         self.broker_ok = True
         self._probe_task = asyncio.create_task(self._probe(consumer))
 
@@ -321,50 +313,18 @@ class KafkaSource:
         ]
 
     async def _poll_worker(self, consumer: AIOKafkaConsumer) -> list[Part]:
-        """The fetch worker's next batch, less what it fetched before a seek or rebalance."""
+        """The fetch worker's next batch; the loop's own fetch if no worker can run."""
         # The group consumer fetches nothing itself (its partitions are paused), but it must
         # be polled: that keeps it in the group and raises the group's errors here.
         await consumer.getmany(timeout_ms=0)
-        worker = await self._fetch_worker(consumer)
-        poll_seconds = self.options.poll_ms / 1000
-        if worker is None:
-            if not self._use_worker:
-                return await self._poll(consumer)
-            await self._pause(poll_seconds)  # until a new worker may start
-            return []
-        if self._assign_pending:
-            await self._assign_worker(consumer, worker)
+        feed = self._feed
         try:
-            parts = await worker.next(poll_seconds)
-        except WorkerGone as exc:
-            # Everything it sent was read: a new one starts after a pause, where this
-            # process is (what the old one fetched and did not send is fetched again).
-            self._error("kafka fetch worker went away; starting another", exc)
-            self._worker = None
-            await worker.stop()
-            # One that keeps dying before it sends anything is restarted ever more slowly.
-            self._worker_retry = self.clock() + self._worker_delay
-            self._worker_delay = min(self._worker_delay * 2, self.options.backoff_max)
-            return []
-        if parts:
-            self._worker_delay = self.options.backoff_initial
-        if worker.last_error is not None:
-            self.last_error, worker.last_error = worker.last_error, None
-        epochs = self._epochs
-        return [p for p in parts or () if epochs.get(tp_of(p)) == p.epoch]
-
-    async def _fetch_worker(self, consumer: AIOKafkaConsumer) -> FetchWorker | None:
-        """The fetch worker; a new one if there is none (None while waiting to start one)."""
-        if self._worker is not None:
-            return self._worker
-        if self.clock() < self._worker_retry:
-            return None
-        try:
-            worker = FetchWorker(self.options.worker_config())
-            await worker.start()
-        except (TypeError, OSError) as exc:
+            parts = await feed.poll(consumer)
+        except CannotRun as exc:
             # Fetch here instead, for as long as this connection lasts.
-            self._error("the kafka fetch worker cannot run; fetching on the loop", exc)
+            self._error(
+                "the kafka fetch worker cannot run; fetching on the loop", exc.__cause__ or exc
+            )
             self._use_worker = False
             assigned = consumer.assignment()
             consumer.resume(*assigned)
@@ -372,45 +332,18 @@ class KafkaSource:
             for tp in assigned:
                 if tp in position:
                     consumer.seek(tp, position[tp])
-            return None
-        self._worker = worker
-        self._assign_pending = True
-        return worker
-
-    async def _assign_worker(self, consumer: AIOKafkaConsumer, worker: FetchWorker) -> None:
-        """Give the worker every assigned partition, from where this process is."""
-        gen = self._assign_gen
-        position = self._offsets.position
-        entries: list[tuple[str, int, int, int]] = []
-        for tp in sorted(self._offsets.assigned):
-            offset = position.get(tp)
-            if offset is None:
-                # Where the group left off (or the reset policy, for a new group).
-                try:
-                    found: int = await asyncio.wait_for(
-                        consumer.position(tp), self.options.commit_timeout
-                    )
-                except (KafkaError, TimeoutError) as exc:
-                    self._error("kafka position unknown; will ask again", exc)
-                    return
-                if gen != self._assign_gen:
-                    return  # a rebalance came meanwhile: start over with its assignment
-                offset = position[tp] = found
-            self._epoch_seq += 1
-            self._epochs[tp] = self._epoch_seq
-            entries.append((tp.topic, tp.partition, offset, self._epoch_seq))
-        worker.assign(entries)
-        self._assign_pending = False
+            return await self._poll(consumer)
+        worker = feed.worker
+        if worker is not None and worker.last_error is not None:
+            self.last_error, worker.last_error = worker.last_error, None
+        return parts
 
     def _seek(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
         self._offsets.position[tp] = offset
-        if not self._use_worker:
+        if self._use_worker:
+            self._feed.seek(tp, offset)
+        else:
             consumer.seek(tp, offset)
-            return
-        self._epoch_seq += 1
-        self._epochs[tp] = self._epoch_seq
-        if self._worker is not None:
-            self._worker.seek(tp.topic, tp.partition, offset, self._epoch_seq)
 
     def _rewind(self, consumer: AIOKafkaConsumer, batch: Batch) -> None:
         """Read a batch again from its start, unless a batch before it that failed already
@@ -433,14 +366,12 @@ class KafkaSource:
                 self._error("rebalance did not wait for a stuck batch", TimeoutError())
             elif consumer is not None and revoked:
                 await self._offsets.commit(consumer, revoked)
-            self._assign_gen += 1
+            self._feed.rebalanced(revoked)
             self._offsets.revoke(revoked)
-            for tp in revoked:
-                self._epochs.pop(tp, None)
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.rebalances += 1
-        self._assign_gen += 1
+        self._feed.rebalanced()
         offsets = self._offsets
         offsets.assigned = set(assigned)
         consumer = self._consumer
@@ -448,7 +379,7 @@ class KafkaSource:
             # The worker fetches these; the group consumer only holds them. The worker is
             # told from the loop, not here (finding positions waits on the group).
             consumer.pause(*assigned)
-            self._assign_pending = True
+            self._feed.assign_pending = True
         if consumer is not None and assigned:
             # Only for status(): what the group had committed when these partitions came in.
             tps = sorted(assigned)
@@ -484,11 +415,7 @@ class KafkaSource:
                 self._error("closing the kafka consumer failed", exc)
         offsets.clear()
         self._dead.settled()
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            await worker.stop()
-        self._epochs.clear()
-        self._assign_pending = False
+        await self._feed.close()
         if self._stopping.is_set():
             try:
                 await self._dead.close(timeout)

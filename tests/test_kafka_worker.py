@@ -204,8 +204,8 @@ async def _consume(
         if kill_worker_at and killed is None:
             await asyncio.sleep(0.1)  # slow at first: the worker fills the pipe and waits
         if kill_worker_at and killed is None and seen >= kill_worker_at:
-            assert source is not None and source._worker is not None
-            killed = source._worker
+            assert source is not None and source._feed.worker is not None
+            killed = source._feed.worker
             assert killed._proc is not None
             killed._proc.kill()  # mid-stream: what it fetched and had not sent is lost
         if seen >= total:
@@ -223,7 +223,9 @@ async def _consume(
         try:
             await asyncio.wait_for(done.wait(), 60)
             if kill_worker_at:  # a new worker took over after the pause
-                await until(lambda: source is not None and source._worker not in (None, killed), 30)
+                await until(
+                    lambda: source is not None and source._feed.worker not in (None, killed), 30
+                )
         finally:
             await source.stop()
         status = source.status()
