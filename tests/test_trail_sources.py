@@ -407,6 +407,7 @@ def upload(endpoint: str, bucket: str, folder: str, files: list[Path]) -> None:
         client.put_object(Bucket=bucket, Key=f"{folder}/{name}", Body=data)
 
 
+@pytest.mark.integration  # a real moto S3 server
 async def test_s3_every_record_arrives_once_across_live_uploads_and_restart(
     tmp_path: Path, s3_endpoint: str, aws_env: None, caplog: pytest.LogCaptureFixture
 ):
@@ -499,6 +500,7 @@ class FlakyClient:
         return self.client.get_object(**kwargs)
 
 
+@pytest.mark.integration  # a real moto S3 server
 async def test_s3_corrupt_object_is_rejected_and_a_failed_read_is_retried(
     tmp_path: Path, s3_endpoint: str, aws_env: None
 ):
@@ -542,6 +544,7 @@ async def test_s3_corrupt_object_is_rejected_and_a_failed_read_is_retried(
     assert col.reasons == {"bad gzip": 1}
 
 
+@pytest.mark.integration  # a real moto S3 server
 async def test_s3_missing_bucket_is_reported_and_retried(
     tmp_path: Path, s3_endpoint: str, aws_env: None
 ):
