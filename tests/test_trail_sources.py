@@ -14,8 +14,9 @@ import orjson
 import pytest
 
 from monitor.types import ChangeEvent, Decoded, DecodeError
+from streams.trail_cursor import CursorError, TrailCursor
 from streams.trail_dir import TrailDirSource
-from streams.trail_files import CursorError, TrailCursor, decode_file
+from streams.trail_files import decode_file
 from streams.trail_s3 import TrailS3Source, parse_prefix
 from tests.support.realdata import CLOUDTRAIL
 
