@@ -34,7 +34,10 @@ from monitor.detect import Detector
 from monitor.hub import Hub
 from monitor.pipeline import Decoded, IngestResult, Pipeline
 from monitor.store import SqliteStore
-from streams.kafka import KafkaSource, decode_value, decoder_for
+from streams.documents import decode_bytes
+from streams.formats import decoder_for
+from streams.kafka import KafkaSource
+from streams.kafka_options import KafkaOptions
 from tests.support.kafka_broker import Broker, create_topic, kafka_broker, unique, wait_ready
 from tests.support.realdata import cloudtrail_records
 from tests.support.replay_state import bench_detector
@@ -135,17 +138,16 @@ async def consume(
             done.set()
         return result
 
-    source = KafkaSource(
+    options = KafkaOptions(
         bootstrap,
         {topic: "cloudtrail"},
         unique("bench"),
-        ingest,
         max_batch=args.max_batch,
         max_inflight=args.max_inflight,
         worker=not args.no_worker,
-        source_for=detector.catalogue.source_for,
         consumer_options={**FETCH, "session_timeout_ms": 2000, "heartbeat_interval_ms": 300},
     )
+    source = KafkaSource(options, ingest, source_for=detector.catalogue.source_for)
     try:
         await source.start()
         await done.wait()
@@ -175,7 +177,7 @@ async def from_memory(data: list[bytes], pipeline: Pipeline, max_batch: int) -> 
     start = time.perf_counter()
     for n in range(0, len(data), max_batch):
         await pipeline.ingest(
-            [i for v in data[n : n + max_batch] for i in decode_value(v, decoder)]
+            [i for v in data[n : n + max_batch] for i in decode_bytes(v, decoder)]
         )
     return time.perf_counter() - start
 

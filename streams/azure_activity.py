@@ -45,6 +45,7 @@ import orjson
 
 from monitor.types import ChangeEvent, DecodeError
 from streams.cloudtrail import content_id
+from streams.fields import decode_each, text
 from streams.gcp_audit import redact_secret_fields
 from streams.timefmt import normalise_time
 
@@ -99,15 +100,7 @@ def iter_records(doc: Any) -> Iterator[Any]:
 
 def decode_azure_activity(doc: Any) -> Iterator[ChangeEvent | DecodeError]:
     """Every record of a document; a bad record yields its DecodeError and decoding goes on."""
-    for rec in iter_records(doc):
-        try:
-            yield decode_record(rec)
-        except DecodeError as exc:
-            yield exc
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    return decode_each(iter_records(doc), decode_record)
 
 
 def _body(value: Any) -> tuple[Any, bool]:
@@ -172,11 +165,11 @@ def _identity(rec: dict[str, Any]) -> dict[str, Any]:
         identity = rec.get("identity")
         claims = identity.get("claims") if isinstance(identity, dict) else None
     claims = claims if isinstance(claims, dict) else {}
-    caller = _str(rec.get("caller"))
-    upn = _str(claims.get(_CLAIM_UPN)) or _str(claims.get("upn"))
-    app_id = _str(claims.get("appid")) or _str(claims.get("azp"))
-    oid = _str(claims.get(_CLAIM_OID)) or _str(claims.get("oid"))
-    if _str(claims.get("xms_mirid")):
+    caller = text(rec.get("caller"))
+    upn = text(claims.get(_CLAIM_UPN)) or text(claims.get("upn"))
+    app_id = text(claims.get("appid")) or text(claims.get("azp"))
+    oid = text(claims.get(_CLAIM_OID)) or text(claims.get("oid"))
+    if text(claims.get("xms_mirid")):
         kind = "ManagedIdentity"
     elif claims.get("idtyp") == "app" or (
         upn is None and app_id is not None and (caller is None or _GUID.match(caller))
@@ -186,12 +179,12 @@ def _identity(rec: dict[str, Any]) -> dict[str, Any]:
         kind = "User"
     return {
         "type": kind,
-        "userName": caller or upn or _str(claims.get(_CLAIM_NAME)) or app_id or oid,
+        "userName": caller or upn or text(claims.get(_CLAIM_NAME)) or app_id or oid,
         "principalId": oid or caller,
         "arn": None,
-        "accountId": _str(claims.get(_CLAIM_TENANT))
-        or _str(claims.get("tid"))
-        or _str(rec.get("tenantId")),
+        "accountId": text(claims.get(_CLAIM_TENANT))
+        or text(claims.get("tid"))
+        or text(rec.get("tenantId")),
         "appId": app_id,
     }
 
@@ -199,8 +192,8 @@ def _identity(rec: dict[str, Any]) -> dict[str, Any]:
 def _created(rec: dict[str, Any], props: dict[str, Any]) -> bool:
     for value in (
         _value(rec.get("subStatus")),
-        _str(_prop(props, "statusCode")),
-        _str(rec.get("resultSignature")),
+        text(_prop(props, "statusCode")),
+        text(rec.get("resultSignature")),
     ):
         if value and (value.lower().endswith("created") or value == "201"):
             return True
@@ -227,7 +220,7 @@ def decode_record(rec: Any) -> ChangeEvent:
         raise DecodeError(NOT_ACTIVITY, "no operationName")
     props = rec.get("properties")
     props = props if isinstance(props, dict) else {}
-    status = _value(rec.get("status")) or _str(rec.get("resultType")) or _str(props.get("status"))
+    status = _value(rec.get("status")) or text(rec.get("resultType")) or text(props.get("status"))
     state = (status or "succeeded").lower()
     if state in _PENDING:
         raise DecodeError(NOT_COMPLETED, f"status {status}")
@@ -235,13 +228,13 @@ def decode_record(rec: Any) -> ChangeEvent:
     if when is None:
         raise DecodeError("no timestamp", "neither eventTimestamp nor time")
     event_time = normalise_time(when)
-    resource_id = _str(rec.get("resourceId"))
-    entity = _str(props.get("entity"))
+    resource_id = text(rec.get("resourceId"))
+    entity = text(props.get("entity"))
     if entity and (resource_id is None or resource_id.lower() == entity.lower()):
         resource_id = entity
     if resource_id is None:
         auth = rec.get("authorization")
-        resource_id = _str(auth.get("scope")) if isinstance(auth, dict) else None
+        resource_id = text(auth.get("scope")) if isinstance(auth, dict) else None
     parent_id = arm_parent(resource_id)
     name = operation.lower()
     if name.endswith("/write") and state in _SUCCEEDED and _created(rec, props):
@@ -258,7 +251,7 @@ def decode_record(rec: Any) -> ChangeEvent:
         "resourceId": resource_id,
         "parentId": parent_id,
         "resourceIds": [i for i in (resource_id, parent_id) if i],
-        "resourceGroup": _str(rec.get("resourceGroupName")) or _resource_group(resource_id),
+        "resourceGroup": text(rec.get("resourceGroupName")) or _resource_group(resource_id),
         "name": resource_id.rstrip("/").rsplit("/", 1)[-1] if resource_id else None,
         "requestBody": redact_secret_fields(request_body),
         "properties": redact_secret_fields(rest),
@@ -270,15 +263,15 @@ def decode_record(rec: Any) -> ChangeEvent:
         "operationName": operation,
         "category": category,
         "status": status,
-        "subStatus": _value(rec.get("subStatus")) or _str(rec.get("resultSignature")),
-        "correlationId": _str(rec.get("correlationId")),
-        "operationId": _str(rec.get("operationId")),
+        "subStatus": _value(rec.get("subStatus")) or text(rec.get("resultSignature")),
+        "correlationId": text(rec.get("correlationId")),
+        "operationId": text(rec.get("operationId")),
         "resourceType": _value(rec.get("resourceType")),
-        "httpMethod": _str(http.get("method")),
+        "httpMethod": text(http.get("method")),
     }
     if request_truncated or response_truncated:
         extra["truncatedBody"] = True
-    event_id = _str(rec.get("eventDataId")) or content_id("azure", rec)
+    event_id = text(rec.get("eventDataId")) or content_id("azure", rec)
     record: dict[str, Any] = {
         "eventVersion": "azure.activity",
         "eventID": event_id,
@@ -286,7 +279,7 @@ def decode_record(rec: Any) -> ChangeEvent:
         "eventSource": source,
         "eventName": name,
         "userIdentity": _identity(rec),
-        "sourceIPAddress": _str(rec.get("callerIpAddress")) or _str(http.get("clientIpAddress")),
+        "sourceIPAddress": text(rec.get("callerIpAddress")) or text(http.get("clientIpAddress")),
         "userAgent": None,
         "requestParameters": request,
         "responseElements": redact_secret_fields(response_body)
@@ -294,16 +287,16 @@ def decode_record(rec: Any) -> ChangeEvent:
         else None,
         "additionalEventData": extra,
         "readOnly": _read_only(operation),
-        "recipientAccountId": _str(rec.get("subscriptionId")) or _subscription(resource_id),
-        "awsRegion": _str(rec.get("location")),
+        "recipientAccountId": text(rec.get("subscriptionId")) or _subscription(resource_id),
+        "awsRegion": text(rec.get("location")),
     }
     if state in _FAILED:
         record["errorCode"] = (
             _value(rec.get("subStatus"))
-            or _str(_prop(props, "statusCode"))
-            or _str(rec.get("resultSignature"))
+            or text(_prop(props, "statusCode"))
+            or text(rec.get("resultSignature"))
             or status
         )
-        message = _str(_prop(props, "statusMessage")) or _str(rec.get("resultDescription"))
+        message = text(_prop(props, "statusMessage")) or text(rec.get("resultDescription"))
         record["errorMessage"] = message[:_MAX_MESSAGE] if message else None
     return ChangeEvent(event_id, source, name, event_time, record, provider=PROVIDER)

@@ -44,6 +44,7 @@ import orjson
 
 from monitor.types import ChangeEvent, DecodeError
 from streams.cloudtrail import content_id
+from streams.fields import decode_each, text
 from streams.timefmt import normalise_time
 
 PROVIDER = "gcp"
@@ -182,18 +183,7 @@ def iter_entries(doc: Any) -> Iterator[Any]:
 
 def decode_gcp_audit(doc: Any) -> Iterator[ChangeEvent | DecodeError]:
     """Every LogEntry of a document; a bad entry yields its DecodeError and decoding goes on."""
-    for entry in iter_entries(doc):
-        if isinstance(entry, DecodeError):
-            yield entry
-            continue
-        try:
-            yield decode_entry(entry)
-        except DecodeError as exc:
-            yield exc
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    return decode_each(iter_entries(doc), decode_entry)
 
 
 def _dict(value: Any, what: str) -> dict[str, Any]:
@@ -238,10 +228,10 @@ def resource_names(resource_name: str | None) -> dict[str, str | None]:
 
 
 def _project(entry: dict[str, Any], labels: dict[str, Any], names: dict[str, Any]) -> str | None:
-    project = _str(labels.get("project_id"))
+    project = text(labels.get("project_id"))
     if project:
         return project
-    log_name = _str(entry.get("logName"))
+    log_name = text(entry.get("logName"))
     if log_name and log_name.startswith("projects/"):
         return log_name.split("/", 2)[1]
     resource_name = names.get("resourceName")
@@ -253,7 +243,7 @@ def _project(entry: dict[str, Any], labels: dict[str, Any], names: dict[str, Any
 
 def _region(labels: dict[str, Any], payload: dict[str, Any]) -> str | None:
     for key in ("zone", "region", "location"):
-        value = _str(labels.get(key))
+        value = text(labels.get(key))
         if value:
             return value
     loc = payload.get("resourceLocation")
@@ -267,8 +257,8 @@ def _region(labels: dict[str, Any], payload: dict[str, Any]) -> str | None:
 def _identity(payload: dict[str, Any], project: str | None) -> dict[str, Any]:
     auth = payload.get("authenticationInfo")
     auth = auth if isinstance(auth, dict) else {}
-    email = _str(auth.get("principalEmail"))
-    subject = _str(auth.get("principalSubject"))
+    email = text(auth.get("principalEmail"))
+    subject = text(auth.get("principalSubject"))
     if email and email.endswith("gserviceaccount.com"):
         local, _, domain = email.partition("@")
         agent = local.startswith("service-") or domain in _SERVICE_AGENT_DOMAINS
@@ -300,8 +290,8 @@ def decode_entry(entry: Any) -> ChangeEvent:
             what = ", ".join(sorted(str(k) for k in entry)[:5]) or "empty object"
         raise DecodeError(NOT_AUDIT, f"expected a LogEntry with an AuditLog protoPayload ({what})")
     payload: dict[str, Any] = entry["protoPayload"]
-    service = _str(payload.get("serviceName"))
-    method = _str(payload.get("methodName"))
+    service = text(payload.get("serviceName"))
+    method = text(payload.get("methodName"))
     if service is None or method is None:
         raise DecodeError(NOT_AUDIT, "protoPayload without serviceName or methodName")
     operation = entry.get("operation")
@@ -319,12 +309,12 @@ def decode_entry(entry: Any) -> ChangeEvent:
     response = _dict(payload.get("response"), "response")
     resource = _dict(entry.get("resource"), "resource")
     labels = _dict(resource.get("labels"), "resource labels")
-    resource_name = _str(payload.get("resourceName"))
+    resource_name = text(payload.get("resourceName"))
     names = resource_names(resource_name)
     project = _project(entry, labels, names)
     status = _dict(payload.get("status"), "status")
     code = status.get("code")
-    log_name = _str(entry.get("logName"))
+    log_name = text(entry.get("logName"))
     metadata = payload.get("requestMetadata")
     metadata = metadata if isinstance(metadata, dict) else {}
     extra: dict[str, Any] = {
@@ -332,7 +322,7 @@ def decode_entry(entry: Any) -> ChangeEvent:
         "serviceName": service,
         "methodName": method,
         "logName": log_name,
-        "resourceType": _str(resource.get("type")),
+        "resourceType": text(resource.get("type")),
     }
     for key in ("serviceData", "metadata"):
         if isinstance(payload.get(key), dict):
@@ -341,13 +331,13 @@ def decode_entry(entry: Any) -> ChangeEvent:
         extra["operation"] = {k: operation.get(k) for k in ("id", "producer", "first", "last")}
     record: dict[str, Any] = {
         "eventVersion": "gcp.audit",
-        "eventID": _str(entry.get("insertId")) or content_id("gcp", entry),
+        "eventID": text(entry.get("insertId")) or content_id("gcp", entry),
         "eventTime": event_time,
         "eventSource": service,
         "eventName": method,
         "userIdentity": _identity(payload, project),
-        "sourceIPAddress": _str(metadata.get("callerIp")),
-        "userAgent": _str(metadata.get("callerSuppliedUserAgent")),
+        "sourceIPAddress": text(metadata.get("callerIp")),
+        "userAgent": text(metadata.get("callerSuppliedUserAgent")),
         "requestParameters": {**redact_secret_fields(request), "resourceName": resource_name},
         "responseElements": redact_secret_fields(response) if response else None,
         "additionalEventData": extra,
@@ -357,5 +347,5 @@ def decode_entry(entry: Any) -> ChangeEvent:
     }
     if isinstance(code, int) and not isinstance(code, bool) and code != 0:
         record["errorCode"] = RPC_CODES.get(code, str(code))
-        record["errorMessage"] = _str(status.get("message"))
+        record["errorMessage"] = text(status.get("message"))
     return ChangeEvent(record["eventID"], service, method, event_time, record, provider=PROVIDER)

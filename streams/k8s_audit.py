@@ -39,6 +39,7 @@ from typing import Any
 
 from monitor.types import ChangeEvent, DecodeError
 from streams.cloudtrail import content_id
+from streams.fields import decode_each, text
 from streams.gcp_audit import redact_secret_fields
 from streams.timefmt import normalise_time
 
@@ -111,21 +112,13 @@ def decode_k8s_audit(doc: Any, cluster: str | None = None) -> Iterator[ChangeEve
     `cluster` names the cluster the events come from (kept as recipientAccountId, shown as a
     drift's account_id) for deployments that watch several clusters.
     """
-    for event in iter_events(doc):
-        try:
-            yield decode_event(event, cluster)
-        except DecodeError as exc:
-            yield exc
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    return decode_each(iter_events(doc), lambda event: decode_event(event, cluster))
 
 
 def _identity(user: Any) -> dict[str, Any]:
     if not isinstance(user, dict):
         return {"type": "KubernetesUser", "userName": None, "principalId": None, "arn": None}
-    name = _str(user.get("username"))
+    name = text(user.get("username"))
     if name and name.startswith("system:serviceaccount:"):
         kind = "ServiceAccount"
     elif name and name.startswith("system:") and name not in ("system:anonymous",):
@@ -135,7 +128,7 @@ def _identity(user: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "type": kind,
         "userName": name,
-        "principalId": _str(user.get("uid")) or name,
+        "principalId": text(user.get("uid")) or name,
         "arn": None,
     }
     groups = user.get("groups")
@@ -205,8 +198,8 @@ def _error(status: Any) -> tuple[str | None, str | None]:
         failed = True
     if not failed:
         return None, None
-    reason = _str(status.get("reason")) or (str(code) if code is not None else "Failure")
-    return reason, _str(status.get("message"))
+    reason = text(status.get("reason")) or (str(code) if code is not None else "Failure")
+    return reason, text(status.get("message"))
 
 
 def decode_event(event: Any, cluster: str | None = None) -> ChangeEvent:
@@ -220,18 +213,18 @@ def decode_event(event: Any, cluster: str | None = None) -> ChangeEvent:
     stage = get("stage")
     if stage is not None and stage != COMPLETED_STAGE:
         raise DecodeError(NOT_COMPLETED, f"stage {stage}")
-    verb = _str(get("verb"))
+    verb = text(get("verb"))
     if verb is None:
         raise DecodeError("no verb", "audit event without a verb")
     ref = get("objectRef")
     if ref is not None and not isinstance(ref, dict):
         raise DecodeError("bad objectRef", f"expected an object, got {type(ref).__name__}")
     ref = ref or {}
-    resource = _str(ref.get("resource"))
+    resource = text(ref.get("resource"))
     if resource is None:
         # Non-resource URLs (/healthz, /version) and authentication reviews change nothing.
         raise DecodeError("no object", f"{verb} {get('requestURI') or ''}".strip())
-    subresource = _str(ref.get("subresource"))
+    subresource = text(ref.get("subresource"))
     when = get("requestReceivedTimestamp") or get("stageTimestamp") or get("timestamp")
     if when is None:
         when = _metadata(event).get("creationTimestamp")
@@ -243,18 +236,18 @@ def decode_event(event: Any, cluster: str | None = None) -> ChangeEvent:
     request_obj = _redact(request_obj, resource)
     response_obj = _redact(response_obj, resource)
     name = (
-        _str(ref.get("name"))
-        or _str(_metadata(request_obj).get("name"))
-        or _str(_metadata(response_obj).get("name"))
+        text(ref.get("name"))
+        or text(_metadata(request_obj).get("name"))
+        or text(_metadata(response_obj).get("name"))
     )
     namespace = (
-        _str(ref.get("namespace"))
-        or _str(_metadata(request_obj).get("namespace"))
-        or _str(_metadata(response_obj).get("namespace"))
+        text(ref.get("namespace"))
+        or text(_metadata(request_obj).get("namespace"))
+        or text(_metadata(response_obj).get("namespace"))
     )
     if resource in CLUSTER_SCOPED:
         namespace = None
-    group = _str(ref.get("apiGroup")) or CORE_GROUP
+    group = text(ref.get("apiGroup")) or CORE_GROUP
     event_name = f"{verb}:{resource}/{subresource}" if subresource else f"{verb}:{resource}"
     owner = _controller_owner(request_obj, response_obj) if subresource is None else None
     request: dict[str, Any] = {
@@ -266,34 +259,34 @@ def decode_event(event: Any, cluster: str | None = None) -> ChangeEvent:
     }
     if name and owner is None:
         request["id"] = f"{namespace}/{name}" if namespace else name
-    uri = _str(get("requestURI")) or ""
+    uri = text(get("requestURI")) or ""
     error_code, error_message = _error(get("responseStatus"))
     ips = get("sourceIPs")
     extra: dict[str, Any] = {
         "apiGroup": group,
-        "apiVersion": _str(ref.get("apiVersion")),
+        "apiVersion": text(ref.get("apiVersion")),
         "stage": stage,
         "level": get("level"),
         "requestURI": uri or None,
-        "uid": _str(ref.get("uid")),
+        "uid": text(ref.get("uid")),
     }
     if owner is not None:
         extra["owner"] = owner
     impersonated = get("impersonatedUser")
     if isinstance(impersonated, dict):
-        extra["impersonatedUser"] = _str(impersonated.get("username"))
+        extra["impersonatedUser"] = text(impersonated.get("username"))
     annotations = get("annotations")
     if isinstance(annotations, dict):
         extra["authorizationReason"] = annotations.get("authorization.k8s.io/reason")
     record: dict[str, Any] = {
         "eventVersion": get("apiVersion") or "audit.k8s.io",
-        "eventID": _str(get("auditID")) or content_id("k8s", event),
+        "eventID": text(get("auditID")) or content_id("k8s", event),
         "eventTime": event_time,
         "eventSource": group,
         "eventName": event_name,
         "userIdentity": _identity(get("user")),
         "sourceIPAddress": ips[0] if isinstance(ips, list) and ips else None,
-        "userAgent": _str(get("userAgent")),
+        "userAgent": text(get("userAgent")),
         "requestParameters": request,
         "responseElements": response_obj if isinstance(response_obj, dict) else None,
         "additionalEventData": extra,

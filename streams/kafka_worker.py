@@ -18,13 +18,7 @@ For each polled partition the worker sends one code per record (`streams.triage`
 marked DECODE are sent whole (offset, key, value) to be decoded on the loop; the others are
 read-only changes and travel as their code alone.
 
-Wire format (both directions): frames `<I length><kind byte><payload>`.
-- parent -> worker: `C` config (JSON, first frame; it holds credentials, so it is never put
-  on the command line), `A` assign (JSON list of [topic, partition, offset, epoch]; replaces
-  the whole assignment), `S` seek (JSON [topic, partition, offset, epoch]).
-- worker -> parent: `B` batch (`<I header length>`, a JSON header, then the bytes: per
-  partition its codes, then the key and value of each DECODE record), `H` highwater marks
-  only (JSON), `E` an error message (UTF-8).
+The pipe protocol is in `streams.kafka_wire`.
 
 Run as `python -m streams.kafka_worker`; it exits when its stdin closes.
 """
@@ -34,140 +28,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
+from streams.documents import Limits, decode_bytes
+from streams.formats import FORMATS, decoder_for
+from streams.kafka_options import client_kwargs
+from streams.kafka_wire import Highwater, Part, decode_batch, encode_batch, frame, read_frame
 from streams.triage import DECODE, judge
 
 log = logging.getLogger("driftline.kafka.worker")
 
-_LEN = struct.Struct("<I")
-_NONE = -1  # the length of a missing key or value
 _HIGHWATER_EVERY = 1.0  # seconds between highwater-only frames while nothing is fetched
 _QUEUE = 4  # batches parsed ahead of the consumer loop (the pipe holds more)
-
-
-class Record(NamedTuple):
-    """What the loop needs of one record: decoding it and dead-lettering it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-@dataclass(slots=True)
-class Part:
-    """One partition's records from one poll.
-
-    `codes` holds one triage code per record (None: decode every record); `msgs` holds the
-    records to decode, in offset order (all of them when `codes` is None, else only those
-    whose code is DECODE).
-    """
-
-    topic: str
-    partition: int
-    epoch: int
-    first: int
-    last: int
-    count: int
-    codes: bytes | None
-    msgs: Sequence[Any]
 
 
 class WorkerGone(Exception):
     """The worker process exited or its output could not be read."""
 
 
-def _frame(kind: bytes, payload: bytes) -> bytes:
-    return _LEN.pack(len(payload) + 1) + kind + payload
-
-
-def _blob(data: bytes | None) -> tuple[int, bytes]:
-    return (_NONE, b"") if data is None else (len(data), data)
-
-
-Highwater = list[tuple[str, int, int]]  # (topic, partition, log end offset)
-
-
-def encode_batch(
-    parts: Iterable[tuple[str, int, int, Sequence[Any], bytes]], highwater: Highwater
-) -> bytes:
-    """A `B` frame: per partition (topic, partition, epoch, records, codes)."""
-    header: list[Any] = []
-    chunks: list[bytes] = []
-    for topic, partition, epoch, msgs, codes in parts:
-        offsets: list[int] = []
-        klens: list[int] = []
-        vlens: list[int] = []
-        chunks.append(codes)
-        for msg, code in zip(msgs, codes, strict=True):
-            if code != DECODE:
-                continue
-            offsets.append(msg.offset)
-            klen, key = _blob(msg.key)
-            vlen, value = _blob(msg.value)
-            klens.append(klen)
-            vlens.append(vlen)
-            chunks.append(key)
-            chunks.append(value)
-        first, last = msgs[0].offset, msgs[-1].offset
-        header.append([topic, partition, epoch, first, last, len(msgs), offsets, klens, vlens])
-    head = orjson.dumps({"parts": header, "high": highwater})
-    return _frame(b"B", _LEN.pack(len(head)) + head + b"".join(chunks))
-
-
-def decode_batch(payload: bytes) -> tuple[list[Part], Highwater]:
-    """The parts and highwater marks of a `B` frame's payload."""
-    (hlen,) = _LEN.unpack_from(payload)
-    head = orjson.loads(payload[4 : 4 + hlen])
-    pos = 4 + hlen
-    parts: list[Part] = []
-    for topic, partition, epoch, first, last, count, offsets, klens, vlens in head["parts"]:
-        codes = payload[pos : pos + count]
-        pos += count
-        msgs: list[Record] = []
-        for offset, klen, vlen in zip(offsets, klens, vlens, strict=True):
-            key = None
-            if klen != _NONE:
-                key = payload[pos : pos + klen]
-                pos += klen
-            value = None
-            if vlen != _NONE:
-                value = payload[pos : pos + vlen]
-                pos += vlen
-            msgs.append(Record(topic, partition, offset, key, value))
-        parts.append(Part(topic, partition, epoch, first, last, count, codes, msgs))
-    return parts, head["high"]
-
-
 # -- the worker process ----------------------------------------------------------------------
-
-
-async def _read_frame(reader: asyncio.StreamReader) -> tuple[bytes, bytes] | None:
-    try:
-        (n,) = _LEN.unpack(await reader.readexactly(_LEN.size))
-        data = await reader.readexactly(n)
-    except (asyncio.IncompleteReadError, ConnectionError):
-        return None
-    return data[:1], data[1:]
 
 
 class _Worker:
     def __init__(self, config: dict[str, Any], writer: asyncio.StreamWriter) -> None:
-        from streams.kafka import FORMATS, decode_value, decoder_for
-
         self.config = config
         self.writer = writer
-        self.decode_value = decode_value
-        self.max_bytes = int(config["max_record_bytes"])
+        self.limits = Limits(int(config["max_record_bytes"]), empty_is_error=True)
         self.decoders = {
             topic: decoder_for(fmt if fmt in FORMATS else "auto")
             for topic, fmt in config["topics"].items()
@@ -178,8 +71,8 @@ class _Worker:
         self.closed = False
 
     async def read_commands(self, reader: asyncio.StreamReader) -> None:
-        while (frame := await _read_frame(reader)) is not None:
-            kind, payload = frame
+        while (got := await read_frame(reader)) is not None:
+            kind, payload = got
             self.commands.append((kind, orjson.loads(payload)))
             self.wake.set()
         self.closed = True
@@ -188,12 +81,10 @@ class _Worker:
     def error(self, what: str, exc: BaseException) -> None:
         detail = str(exc).strip()
         text = f"{what}: {type(exc).__name__}" + (f": {detail}" if detail else "")
-        self.writer.write(_frame(b"E", text.encode()))
+        self.writer.write(frame(b"E", text.encode()))
 
     def apply(self, consumer: Any) -> None:
         """The commands received so far, in order (only ever between two polls)."""
-        from aiokafka import TopicPartition
-
         commands, self.commands = self.commands, []
         for kind, body in commands:
             if kind == b"A":
@@ -214,7 +105,7 @@ class _Worker:
         codes = bytearray(len(msgs))
         for i, msg in enumerate(msgs):
             try:
-                codes[i] = judge(self.decode_value(msg.value, decoder, self.max_bytes))
+                codes[i] = judge(decode_bytes(msg.value, decoder, self.limits))
             except Exception:  # the loop decodes it and reports whatever is wrong
                 codes[i] = DECODE
         return bytes(codes)
@@ -224,11 +115,6 @@ class _Worker:
         return [(tp.topic, tp.partition, high) for tp, high in marks if high is not None]
 
     async def run(self) -> None:
-        from aiokafka import AIOKafkaConsumer
-        from aiokafka.errors import KafkaError
-
-        from streams.kafka import client_kwargs
-
         config = self.config
         delay = float(config["backoff_initial"])
         consumer: AIOKafkaConsumer | None = None
@@ -280,7 +166,7 @@ class _Worker:
                     self.writer.write(encode_batch(parts, self.highwater(consumer)))
                     last_high = now
                 elif now - last_high >= _HIGHWATER_EVERY:
-                    self.writer.write(_frame(b"H", orjson.dumps(self.highwater(consumer))))
+                    self.writer.write(frame(b"H", orjson.dumps(self.highwater(consumer))))
                     last_high = now
                 await self.writer.drain()  # the parent reads as fast as it stores
         finally:
@@ -296,7 +182,7 @@ async def _serve() -> None:
         asyncio.streams.FlowControlMixin, sys.stdout.buffer
     )
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
-    first = await _read_frame(reader)
+    first = await read_frame(reader)
     if first is None or first[0] != b"C":
         return
     worker = _Worker(orjson.loads(first[1]), writer)
@@ -355,7 +241,7 @@ class FetchWorker:
         if proc is None or proc.stdin is None or proc.returncode is not None:
             return  # a new worker is given the whole assignment when it starts
         with contextlib.suppress(ConnectionError, RuntimeError):
-            proc.stdin.write(_frame(kind, payload))
+            proc.stdin.write(frame(kind, payload))
 
     async def next(self, timeout: float) -> list[Part] | None:
         """The next batch's parts; None if none came within `timeout`. WorkerGone once
@@ -379,8 +265,8 @@ class FetchWorker:
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
         try:
-            while (frame := await _read_frame(proc.stdout)) is not None:
-                kind, payload = frame
+            while (got := await read_frame(proc.stdout)) is not None:
+                kind, payload = got
                 if kind == b"B":
                     await self._queue.put(decode_batch(payload))
                 elif kind == b"H":

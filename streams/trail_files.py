@@ -12,30 +12,24 @@ import asyncio
 import bisect
 import contextlib
 import logging
-import os
 import re
-import tempfile
 import time
-import zlib
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from monitor.clock import utc_now
 from monitor.types import Clock, Decoded, DecodeError, OnItems
-from streams.decode import decode_document
-from streams.files import parse_documents
+from streams.documents import InputError, Limits, decode_bytes
+from streams.trail_cursor import NAME_TIME_RE, TrailCursor, write_atomic
 
 log = logging.getLogger("driftline.trail")
 
 
-GZIP_MAGIC = b"\x1f\x8b"
 REGION = r"[a-z]{2}(?:-[a-z]+)+-\d+"
 ACCOUNT_RE = re.compile(r"\d{12}")
 ORG_RE = re.compile(r"o-[a-z0-9]{10,32}")
@@ -47,11 +41,6 @@ STREAM_ROOT_RE = re.compile(
     rf"(?:^|/)AWSLogs/(?:o-[a-z0-9]{{10,32}}/)?\d{{12}}/CloudTrail/{REGION}"
 )
 DATED_KEY_RE = re.compile(r"\d{4}/\d{2}/\d{2}/[^/]+\.json(?:\.gz)?")
-_NAME_TIME_RE = re.compile(r"_(\d{8}T\d{4})(?:\d{2})?Z_")
-
-
-class CursorError(ValueError):
-    """A cursor file that cannot be used (unreadable, or written by another source)."""
 
 
 class Vanished(Exception):
@@ -62,16 +51,8 @@ class StillWriting(Exception):
     """The file changed while it was read; read it again on the next poll."""
 
 
-def name_time(key: str) -> float | None:
-    """The delivery time CloudTrail puts in a log file name, as epoch seconds."""
-    m = _NAME_TIME_RE.search(key.rsplit("/", 1)[-1])
-    if m is None:
-        return None
-    return datetime.strptime(m.group(1), "%Y%m%dT%H%M").replace(tzinfo=UTC).timestamp()
-
-
 def _name_label(key: str) -> str:
-    m = _NAME_TIME_RE.search(key.rsplit("/", 1)[-1])
+    m = NAME_TIME_RE.search(key.rsplit("/", 1)[-1])
     return m.group(1) if m else ""
 
 
@@ -94,186 +75,11 @@ class TrailFile:
 # --- decoding --------------------------------------------------------------------------
 
 
-def gunzip(data: bytes, name: str, limit: int) -> bytes:
-    """Decompress every gzip member; the output is bounded and a cut-off stream is named."""
-    out: list[bytes] = []
-    total = 0
-    while data:
-        d = zlib.decompressobj(wbits=31)
-        try:
-            chunk = d.decompress(data, limit - total + 1)
-        except zlib.error as exc:
-            raise DecodeError("bad gzip", f"{name}: {exc}") from None
-        total += len(chunk)
-        if total > limit or d.unconsumed_tail:
-            raise DecodeError("file too large", f"{name}: more than {limit} bytes decompressed")
-        out.append(chunk)
-        if not d.eof:
-            raise DecodeError("truncated gzip", f"{name}: the compressed stream ends early")
-        data = d.unused_data
-        if not data.strip(b"\x00"):
-            break
-        if data[:2] != GZIP_MAGIC:
-            raise DecodeError("bad gzip", f"{name}: data after the last gzip member")
-    return b"".join(out)
-
-
 def decode_file(data: bytes, name: str, limit: int) -> tuple[list[Decoded], DecodeError | None]:
     """All decoded items of one file, and the first error that concerns the file itself."""
-    try:
-        if data[:2] == GZIP_MAGIC:
-            data = gunzip(data, name, limit)
-        elif len(data) > limit:
-            raise DecodeError("file too large", f"{name}: {len(data)} bytes (limit {limit})")
-    except DecodeError as exc:
-        return [exc], exc
-    items: list[Decoded] = []
-    file_error: DecodeError | None = None
-    for raw in parse_documents(data, name):
-        if raw.error is not None:
-            err = DecodeError(raw.error.reason, f"{raw.position}: {raw.error.detail}")
-            file_error = file_error or err
-            items.append(err)
-            continue
-        items.extend(decode_document(raw.doc))
+    items = decode_bytes(data, "auto", Limits(limit, unit="file", growing=True), name)
+    file_error = next((i for i in items if isinstance(i, InputError)), None)
     return items, file_error
-
-
-# --- the cursor ------------------------------------------------------------------------
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data`: a reader (or a crash) sees the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # The rename itself must reach the disk, or a power cut could bring back the old cursor.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-@dataclass(slots=True)
-class StreamPosition:
-    """Every key <= mark is done; `done` holds the (sorted) keys above the mark that are."""
-
-    mark: str = ""
-    done: list[str] = field(default_factory=list)
-
-
-class TrailCursor:
-    """Per-stream high-water mark plus a bounded list of recent keys, persisted as JSON.
-
-    A key only joins the mark once it is settled (its name time is `settle_seconds`
-    older than the newest done key of its stream) and no listed-but-unfinished key lies
-    below it, so a file delivered late into the same minute is still seen. `max_recent`
-    bounds the list when names carry no time.
-    """
-
-    VERSION = 1
-
-    def __init__(
-        self, path: Path, source: str, *, settle_seconds: float = 900.0, max_recent: int = 5000
-    ) -> None:
-        self.path = path
-        self.source = source
-        self.settle_seconds = settle_seconds
-        self.max_recent = max_recent
-        self.streams: dict[str, StreamPosition] = {}
-
-    def load(self) -> None:
-        """Read the cursor file if there is one; a foreign or damaged file is an error."""
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise CursorError(f"cursor {self.path}: unreadable ({exc.strerror})") from None
-        try:
-            doc = orjson.loads(raw)
-            if doc.get("version") != self.VERSION:
-                raise ValueError(f"version {doc.get('version')!r}, expected {self.VERSION}")
-            streams = {
-                str(name): StreamPosition(str(pos.get("mark", "")), sorted(map(str, pos["done"])))
-                for name, pos in doc["streams"].items()
-            }
-            source = doc["source"]
-        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise CursorError(f"cursor {self.path}: not a trail cursor ({exc})") from None
-        if source != self.source:
-            raise CursorError(
-                f"cursor {self.path} belongs to {source}, not {self.source}; give this source "
-                "its own cursor file (deleting it makes the source read everything again)"
-            )
-        self.streams = streams
-
-    def ensure(self, stream: str, initial_mark: str = "") -> StreamPosition:
-        """The position of a stream, created at `initial_mark` on first sight."""
-        pos = self.streams.get(stream)
-        if pos is None:
-            pos = self.streams[stream] = StreamPosition(initial_mark)
-        return pos
-
-    def start_after(self, stream: str) -> str:
-        pos = self.streams.get(stream)
-        return pos.mark if pos else ""
-
-    def is_done(self, stream: str, key: str) -> bool:
-        pos = self.streams.get(stream)
-        if pos is None:
-            return False
-        if key <= pos.mark:
-            return True
-        i = bisect.bisect_left(pos.done, key)
-        return i < len(pos.done) and pos.done[i] == key
-
-    def record(self, stream: str, key: str, lowest_pending: str | None) -> None:
-        """Mark a key done, then fold what is settled (and below `lowest_pending`) into the mark."""
-        pos = self.ensure(stream)
-        if key <= pos.mark:
-            return
-        i = bisect.bisect_left(pos.done, key)
-        if i == len(pos.done) or pos.done[i] != key:
-            pos.done.insert(i, key)
-        newest = name_time(pos.done[-1])
-        fold = 0
-        for n, k in enumerate(pos.done):
-            if lowest_pending is not None and k > lowest_pending:
-                break
-            t = name_time(k)
-            settled = t is not None and newest is not None and t <= newest - self.settle_seconds
-            if not settled and len(pos.done) - n <= self.max_recent:
-                break
-            fold = n + 1
-        if fold:
-            pos.mark = pos.done[fold - 1]
-            del pos.done[:fold]
-
-    def dumps(self) -> bytes:
-        return orjson.dumps(
-            {
-                "version": self.VERSION,
-                "source": self.source,
-                "streams": {
-                    name: {"mark": pos.mark, "done": pos.done}
-                    for name, pos in sorted(self.streams.items())
-                },
-            }
-        )
-
-    def save(self) -> None:
-        write_atomic(self.path, self.dumps())
 
 
 # --- the shared polling source ---------------------------------------------------------

@@ -12,7 +12,7 @@ read-only change) is DECODE, so errors and poison records are found on the loop 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Sequence
 
 from monitor.types import ChangeEvent, Decoded, SkippedChange, SkipReason
 
@@ -20,10 +20,12 @@ DECODE, READ_ONLY, FAILED = 0, 1, 2
 SKIPPED = {READ_ONLY: SkippedChange(SkipReason.READ_ONLY), FAILED: SkippedChange(SkipReason.FAILED)}
 
 
-def judge(items: Iterator[Decoded]) -> int:
+def judge(items: Sequence[Decoded]) -> int:
     """The code for what one record value decodes to (what the loop would conclude)."""
-    first = next(items, None)
-    if type(first) is not ChangeEvent or next(items, None) is not None:
+    if len(items) != 1:
+        return DECODE
+    first = items[0]
+    if type(first) is not ChangeEvent:
         return DECODE
     if first.read_only is not True:
         return DECODE

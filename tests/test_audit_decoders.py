@@ -25,7 +25,8 @@ from streams.azure_activity import (
 )
 from streams.azure_activity import NOT_COMPLETED as AZURE_NOT_COMPLETED
 from streams.azure_activity import decode_record as decode_azure_record
-from streams.files import parse_documents, read_documents
+from streams.documents import parse_documents
+from streams.files import read_documents
 from streams.gcp_audit import (
     NOT_AUDIT as GCP_NOT_AUDIT,
 )

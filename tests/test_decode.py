@@ -12,8 +12,10 @@ from monitor.actors import actor_from_identity
 from monitor.types import ChangeEvent, DecodeError, FalcoAlert
 from streams.cloudtrail import decode_record, iter_records
 from streams.decode import decode_document
+from streams.documents import InputError, Limits, decode_bytes, parse_documents
 from streams.falco import decode_alert
-from streams.files import event_files, parse_documents, read_documents
+from streams.files import event_files, read_documents
+from streams.formats import FORMATS
 from streams.timefmt import normalise_time
 from tests.support.realdata import CLOUDTRAIL, REALDATA, cloudtrail_records, falco_alerts, unwrap
 
@@ -251,3 +253,75 @@ def test_parse_documents_single_line_garbage() -> None:
 
 def test_realdata_location_is_shared() -> None:
     assert REALDATA.name == "realdata" and (REALDATA / "SOURCES.md").exists()
+
+
+# -- decode_bytes: the one bytes-to-items path ---------------------------------------------
+
+
+def _reasons(items: list[Any]) -> list[str]:
+    return [i.reason if isinstance(i, DecodeError) else type(i).__name__ for i in items]
+
+
+def test_decode_bytes_stops_a_gzip_bomb_at_the_limit() -> None:
+    # 64 MiB of zeros in about 64 KiB: only the first MiB may ever be decompressed.
+    bomb = gzip.compress(bytes(64 * 1024 * 1024), compresslevel=9)
+    for unit in ("record", "file", "body"):
+        [err] = decode_bytes(bomb, "auto", Limits(max_bytes=1 << 20, unit=unit))
+        assert isinstance(err, InputError) and err.reason == f"{unit} too large"
+        assert err.line is None
+
+
+def test_decode_bytes_limits_plain_input_too() -> None:
+    data = orjson.dumps({"Records": []}) + b" " * 100
+    assert _reasons(decode_bytes(data, "auto", Limits(max_bytes=50, unit="file"))) == [
+        "file too large"
+    ]
+    assert decode_bytes(data, "auto", Limits(max_bytes=500)) == []
+
+
+def test_decode_bytes_names_a_cut_off_gzip_by_whether_the_input_may_still_grow() -> None:
+    cut = gzip.compress(orjson.dumps({"Records": []}))[:-6]
+    assert _reasons(decode_bytes(cut, "auto", Limits(growing=True))) == ["truncated gzip"]
+    assert _reasons(decode_bytes(cut, "auto", Limits())) == ["bad gzip"]
+
+
+def test_decode_bytes_without_gzip_reads_the_bytes_as_json() -> None:
+    body = gzip.compress(orjson.dumps(cloudtrail_records("invictus_aws_dataset")[0]))
+    assert _reasons(decode_bytes(body, "auto", Limits(gzip=False)))[0] == "bad JSON"
+    assert _reasons(decode_bytes(body, "auto", Limits())) == ["ChangeEvent"]
+
+
+def test_decode_bytes_empty_input_is_an_error_only_where_it_is_poison() -> None:
+    for data in (None, b"", b"  \n "):
+        assert _reasons(decode_bytes(data, "auto", Limits(empty_is_error=True))) == ["empty record"]
+        assert decode_bytes(data, "auto", Limits(unit="file")) == []
+
+
+def test_decode_bytes_positions_errors_when_named() -> None:
+    rec = cloudtrail_records("invictus_aws_dataset")[0]
+    data = orjson.dumps(rec) + b"\n{nope\n" + orjson.dumps(rec)
+    items = decode_bytes(data, "cloudtrail", Limits(), name="f.jsonl")
+    assert _reasons(items) == ["ChangeEvent", "bad JSON", "ChangeEvent"]
+    err = items[1]
+    assert isinstance(err, InputError) and err.line == 2 and err.detail.startswith("f.jsonl:2: ")
+    anonymous = decode_bytes(data, "cloudtrail", Limits())[1]
+    assert isinstance(anonymous, InputError) and not anonymous.detail.startswith("record")
+    [whole] = decode_bytes(b"{nope", "auto", Limits())
+    assert isinstance(whole, InputError) and whole.line is None
+
+
+def test_decode_bytes_reports_a_decoder_bug_as_a_rejection() -> None:
+    def broken(doc: Any) -> list[Any]:
+        raise KeyError("oops")
+
+    [err] = decode_bytes(b"{}", broken, Limits())
+    assert isinstance(err, DecodeError) and err.reason == "decoder failed"
+    assert "KeyError" in err.detail
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_decode_bytes_knows_every_format(fmt: str) -> None:
+    items = decode_bytes(b'{"unrelated": true}', fmt, Limits())
+    assert items and all(isinstance(i, DecodeError) for i in items)
+    with pytest.raises(ValueError, match="unknown format"):
+        decode_bytes(b"{}", "xml", Limits())

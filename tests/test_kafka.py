@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gzip
 import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,175 +19,47 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from monitor.detect import Detector
 from monitor.hub import Hub
 from monitor.pipeline import Decoded, IngestResult, Pipeline
-from monitor.store import DriftFilter, SqliteStore
-from monitor.tfstate import StateIndex, parse_state
-from monitor.types import ChangeEvent, DecodeError, FalcoAlert
-from rules import load_catalogue, load_severity
+from monitor.store import SqliteStore
+from monitor.types import ChangeEvent, DecodeError
+from rules import load_catalogue
 from streams.decode import decode_document
-from streams.kafka import FORMATS, KafkaSource, decode_value, decoder_for, parse_topics
-from streams.triage import DECODE, judge
+from streams.documents import Limits, decode_bytes
+from streams.formats import FORMATS, decoder_for
+from streams.kafka import KafkaSource
+from streams.kafka_options import parse_topics
 from tests.support.kafka_broker import (
     GROUP_OPTIONS,
     Broker,
     committed_offsets,
     create_topic,
     end_offsets_of,
-    external_bootstrap,
-    kafka_broker,
     produce,
-    unavailable_reason,
     unique,
 )
-from tests.support.realdata import cloudtrail_records, falco_alerts
-from tests.support.replay_state import replay_state
+from tests.support.kafka_source import (
+    CLOCK,
+    ROOT,
+    Sink,
+    broker,
+    build_detector,
+    ct_values,
+    drift_ids,
+    identity,
+    invictus,
+    kafka_source,
+    make_source,
+    owned_broker,
+    running,
+    until,
+    until_committed,
+    writes,
+)
+from tests.support.realdata import falco_alerts
 
-pytestmark = pytest.mark.timeout(90)
-ROOT = Path(__file__).resolve().parents[1]
-CLOCK = "2026-01-01T00:00:00Z"
-
-
-# -- helpers ----------------------------------------------------------------------------
-
-
-@functools.cache
-def invictus() -> list[dict[str, Any]]:
-    return cloudtrail_records("invictus_aws_dataset")
-
-
-@functools.cache
-def writes() -> list[dict[str, Any]]:
-    """The invictus records the fetch worker hands over decoded, with their event ids (it
-    hands read-only ones over as a count: tests that follow records by id use these)."""
-    decoder = decoder_for("cloudtrail")
-    return [r for r in invictus() if judge(decode_value(orjson.dumps(r), decoder)) == DECODE]
-
-
-def build_detector() -> Detector:
-    """A detector over the state Terraform's own calls in the invictus log declare."""
-    catalogue = load_catalogue()
-    doc = replay_state(invictus(), catalogue)
-    index = StateIndex([parse_state(doc, "replayed.tfstate")], catalogue.identifiers)
-    return Detector(catalogue, load_severity(), index, clock=lambda: CLOCK)
-
-
-def identity(item: Decoded) -> str:
-    if isinstance(item, ChangeEvent):
-        return f"event:{item.event_id}"
-    if isinstance(item, FalcoAlert):
-        return f"alert:{item.id}"
-    return f"error:{item.reason}"
-
-
-class Sink:
-    """An on_items callback that records what it got and lets a test await a condition."""
-
-    def __init__(self, behaviour: Callable[[int, list[Decoded]], Awaitable[None]] | None = None):
-        self.calls: list[list[Decoded]] = []
-        self.failures = 0
-        self.behaviour = behaviour
-        self._cond = asyncio.Condition()
-
-    async def __call__(self, items: list[Decoded]) -> IngestResult:
-        n = len(self.calls) + self.failures
-        if self.behaviour is not None:
-            try:
-                await self.behaviour(n, items)
-            except Exception:
-                self.failures += 1
-                async with self._cond:
-                    self._cond.notify_all()
-                raise
-        async with self._cond:
-            self.calls.append(items)
-            self._cond.notify_all()
-        return IngestResult(accepted=len(items))
-
-    @property
-    def items(self) -> list[Decoded]:
-        return [i for call in self.calls for i in call]
-
-    def event_ids(self) -> list[str]:
-        return [i.event_id for i in self.items if isinstance(i, ChangeEvent)]
-
-    async def wait(self, predicate: Callable[[], bool], timeout: float = 30) -> None:
-        async with self._cond:
-            await asyncio.wait_for(self._cond.wait_for(predicate), timeout)
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 30, what: str = "") -> None:
-    """Poll a condition that has no event to await (broker-side or status state)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        await asyncio.sleep(0.05)
-
-
-async def until_committed(
-    bootstrap: str, group: str, topic: str, ends: dict[int, int], timeout: float = 30
-) -> dict[int, int | None]:
-    """Poll the group's committed offsets (read by a separate client) until they reach `ends`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = await committed_offsets(bootstrap, group, topic, max(ends) + 1)
-        if all(got.get(p) == end for p, end in ends.items()):
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"committed offsets {got}, expected {ends}")
-        await asyncio.sleep(0.1)
-
-
-def make_source(
-    broker: Broker, topics: dict[str, str], group: str, on_items: Any, **kw: Any
-) -> KafkaSource:
-    options = {
-        "consumer_options": dict(GROUP_OPTIONS),
-        "client_options": {"request_timeout_ms": 5000},
-        "poll_interval": 0.1,
-        "probe_interval": 0.3,
-        "backoff_initial": 0.05,
-        "backoff_max": 1.0,
-        "commit_timeout": 10.0,
-        **kw,
-    }
-    return KafkaSource(broker.bootstrap, topics, group, on_items, **options)
-
-
-@contextlib.asynccontextmanager
-async def running(source: KafkaSource) -> AsyncIterator[KafkaSource]:
-    await source.start()
-    try:
-        yield source
-    finally:
-        await source.stop()
-
-
-def ct_values(records: Iterable[dict[str, Any]]) -> list[bytes]:
-    return [orjson.dumps(r) for r in records]
-
-
-@pytest.fixture
-async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    async with kafka_broker(tmp_path) as b:
-        yield b
-
-
-@pytest.fixture
-async def owned_broker(tmp_path: Path) -> AsyncIterator[Broker]:
-    """A Tansu process this test may stall, behind a proxy it may cut."""
-    if external_bootstrap() is not None:
-        pytest.skip("stalling or cutting off the broker needs a broker process the test owns")
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    async with kafka_broker(tmp_path, proxied=True) as b:
-        yield b
+__all__ = ["broker", "owned_broker"]  # the fixtures, shared with test_kafka_worker
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 
 # -- pure parts -------------------------------------------------------------------------
@@ -212,11 +82,11 @@ def test_source_rejects_bad_configuration() -> None:
         return None
 
     with pytest.raises(ValueError, match="no topics"):
-        KafkaSource("127.0.0.1:9", {}, "g", sink)
+        kafka_source("127.0.0.1:9", {}, "g", sink)
     with pytest.raises(ValueError, match="unknown format"):
-        KafkaSource("127.0.0.1:9", {"t": "xml"}, "g", sink)
+        kafka_source("127.0.0.1:9", {"t": "xml"}, "g", sink)
     with pytest.raises(ValueError, match="DLQ"):
-        KafkaSource("127.0.0.1:9", {"t": "auto"}, "g", sink, dlq_topic="t")
+        kafka_source("127.0.0.1:9", {"t": "auto"}, "g", sink, dlq_topic="t")
 
 
 def test_decode_value_shapes() -> None:
@@ -225,7 +95,7 @@ def test_decode_value_shapes() -> None:
     ids = [r["eventID"] for r in recs]
 
     def got(value: bytes | None) -> list[str]:
-        return [identity(i) for i in decode_value(value, decode)]
+        return [identity(i) for i in decode_bytes(value, decode)]
 
     assert got(orjson.dumps(recs[0])) == [f"event:{ids[0]}"]
     assert got(orjson.dumps({"Records": recs[:3]})) == [f"event:{i}" for i in ids[:3]]
@@ -248,7 +118,7 @@ def test_decode_value_shapes() -> None:
     assert got(b"\xff\xfe\x00") == ["error:bad JSON"]
     assert got(b'{"hello": 1}') == ["error:unknown record shape"]
     bomb = gzip.compress(b"[" + b" " * 5000 + b"]")
-    assert [identity(i) for i in decode_value(bomb, decode, max_bytes=1000)] == [
+    assert [identity(i) for i in decode_bytes(bomb, decode, Limits(1000, empty_is_error=True))] == [
         "error:record too large"
     ]
 
@@ -264,7 +134,7 @@ def test_decoder_for_formats(monkeypatch: pytest.MonkeyPatch) -> None:
     }
     # A decoder module that is not installed: every document is rejected, naming it.
     monkeypatch.setitem(sys.modules, "streams.gcp_audit", None)
-    items = list(decode_value(b'{"protoPayload": {}}', decoder_for("gcp_audit")))
+    items = decode_bytes(b'{"protoPayload": {}}', decoder_for("gcp_audit"))
     assert len(items) == 1 and isinstance(items[0], DecodeError)
     assert items[0].reason == "decoder missing"
     assert "streams.gcp_audit.decode_gcp_audit" in str(items[0])
@@ -278,7 +148,7 @@ def test_decoder_for_formats(monkeypatch: pytest.MonkeyPatch) -> None:
 
     fake.decode_azure_activity = decode_azure_activity  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "streams.azure_activity", fake)
-    out = list(decode_value(b'{"records": []}', decoder_for("azure_activity")))
+    out = decode_bytes(b'{"records": []}', decoder_for("azure_activity"))
     assert seen == [{"records": []}] and [identity(i) for i in out] == ["error:azure test"]
     with pytest.raises(ValueError):
         decoder_for("xml")
@@ -693,12 +563,6 @@ async def sink_union(sinks: list[Sink], want: set[str], timeout: float = 30) -> 
 # -- a consumer killed mid-stream, then restarted: nothing lost, nothing duplicated ----------
 
 
-def drift_ids(store: SqliteStore) -> list[str]:
-    rows, total = store.drifts(DriftFilter(), 1, 100_000)
-    assert total == len(rows)
-    return sorted(r["id"] for r in rows)
-
-
 async def reference_drifts(path: Path, records: list[dict[str, Any]]) -> list[str]:
     """What the store holds after every record is ingested once, in order."""
     store = SqliteStore(path)
@@ -821,7 +685,7 @@ async def _child(
         return result
 
     await pipeline.start()
-    source = KafkaSource(
+    source = kafka_source(
         bootstrap, {topic: "cloudtrail"}, group, ingest,
         consumer_options=dict(GROUP_OPTIONS), max_batch=100, commit_every=300,
         commit_interval=3600, source_for=pipeline.detector.catalogue.source_for, worker=worker,

@@ -21,22 +21,25 @@ from monitor.store import SqliteStore
 from streams.cloudtrail import decode_record
 from streams.files import read_documents
 from streams.kafka import KafkaSource
-from streams.kafka_worker import FetchWorker, Part, WorkerGone
+from streams.kafka_options import KafkaOptions
+from streams.kafka_wire import Part
+from streams.kafka_worker import FetchWorker, WorkerGone
 from streams.triage import DECODE, FAILED, READ_ONLY, SKIPPED
 from tests.support.kafka_broker import GROUP_OPTIONS, Broker, create_topic, produce, unique
-from tests.support.realdata import K8S
-from tests.test_kafka import (
+from tests.support.kafka_source import (
     CLOCK,
     broker,
     build_detector,
     ct_values,
     drift_ids,
     invictus,
+    kafka_source,
     until,
 )
+from tests.support.realdata import K8S
 
 __all__ = ["broker"]  # the fixture, shared with test_kafka
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 
 async def _sink(items: list[Decoded]) -> IngestResult:
@@ -45,10 +48,10 @@ async def _sink(items: list[Decoded]) -> IngestResult:
 
 def worker_for(broker: Broker, topic: str, fmt: str) -> FetchWorker:
     """A worker configured as a KafkaSource for `topic` would configure it."""
-    source = KafkaSource(
-        broker.bootstrap, {topic: fmt}, unique("g"), _sink, max_batch=200, poll_interval=0.1
+    options = KafkaOptions(
+        broker.bootstrap, {topic: fmt}, unique("g"), max_batch=200, poll_interval=0.1
     )
-    return FetchWorker(source._worker_config())
+    return FetchWorker(options.worker_config())
 
 
 async def read_parts(worker: FetchWorker, total: int, timeout: float = 30) -> list[Part]:
@@ -202,8 +205,8 @@ async def _consume(
         if kill_worker_at and killed is None:
             await asyncio.sleep(0.1)  # slow at first: the worker fills the pipe and waits
         if kill_worker_at and killed is None and seen >= kill_worker_at:
-            assert source is not None and source._worker is not None
-            killed = source._worker
+            assert source is not None and source._feed.worker is not None
+            killed = source._feed.worker
             assert killed._proc is not None
             killed._proc.kill()  # mid-stream: what it fetched and had not sent is lost
         if seen >= total:
@@ -212,7 +215,7 @@ async def _consume(
 
     await pipeline.start()
     try:
-        source = KafkaSource(
+        source = kafka_source(
             broker.bootstrap, {topic: "cloudtrail"}, unique("g"), ingest, max_batch=100,
             consumer_options=dict(GROUP_OPTIONS), source_for=pipeline.detector.catalogue.source_for,
             worker=worker, backoff_initial=0.05,
@@ -221,7 +224,9 @@ async def _consume(
         try:
             await asyncio.wait_for(done.wait(), 60)
             if kill_worker_at:  # a new worker took over after the pause
-                await until(lambda: source is not None and source._worker not in (None, killed), 30)
+                await until(
+                    lambda: source is not None and source._feed.worker not in (None, killed), 30
+                )
         finally:
             await source.stop()
         status = source.status()

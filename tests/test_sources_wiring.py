@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from pathlib import Path
 
 import orjson
@@ -13,6 +14,7 @@ import pytest
 from monitor.app.config import Config, ConfigError
 from monitor.app.daemon import Daemon
 from rules import load_catalogue
+from tests.support.falco_grpc import FakeFalco, Servers, to_response
 from tests.support.kafka_broker import (
     create_topic,
     kafka_broker,
@@ -24,9 +26,8 @@ from tests.support.live import SSEReader, running
 from tests.support.realdata import CLOUDTRAIL, K8S, cloudtrail_records, falco_alerts
 from tests.support.records import resize
 from tests.support.replay_state import replay_state
-from tests.test_falco_grpc import FakeFalco, Servers, to_response
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -92,7 +93,9 @@ async def test_trail_dir_feeds_detection_and_restart_rereads_nothing(tmp_path: P
     golden = len((ROOT / "tests/golden/invictus_drifts.jsonl").read_text().splitlines())
     async with running(config) as srv:
         source = srv.daemon.sources["trail_dir"]
-        while source.status()["files_done"] < 55:
+        deadline = time.monotonic() + 60
+        while (done := source.status()["files_done"]) < 55:
+            assert time.monotonic() < deadline, f"{done} of 55 files done after 60 s"
             await asyncio.wait_for(source.next_poll(), 30)
         health = (await srv.client.get("/health")).json()["data"]
         assert health["components"]["sources"]["trail_dir"]["files_done"] == 55
@@ -162,7 +165,9 @@ async def test_kafka_topic_feeds_drifts_and_poison_goes_to_dead_letters(tmp_path
             reader = SSEReader(sse)
             await reader.until("connected")
             got = set()
+            deadline = time.monotonic() + 60
             while len(got) < 6:
+                assert time.monotonic() < deadline, f"{len(got)} of 6 drifts pushed after 60 s"
                 _, _, drift = await asyncio.wait_for(reader.until("drift"), 30)
                 got.add(drift["event_id"])
             assert got == {f"k-{n}" for n in range(6)}

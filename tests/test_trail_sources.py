@@ -14,8 +14,9 @@ import orjson
 import pytest
 
 from monitor.types import ChangeEvent, Decoded, DecodeError
+from streams.trail_cursor import CursorError, TrailCursor
 from streams.trail_dir import TrailDirSource
-from streams.trail_files import CursorError, TrailCursor, decode_file
+from streams.trail_files import decode_file
 from streams.trail_s3 import TrailS3Source, parse_prefix
 from tests.support.realdata import CLOUDTRAIL
 
@@ -407,6 +408,7 @@ def upload(endpoint: str, bucket: str, folder: str, files: list[Path]) -> None:
         client.put_object(Bucket=bucket, Key=f"{folder}/{name}", Body=data)
 
 
+@pytest.mark.integration  # a real moto S3 server
 async def test_s3_every_record_arrives_once_across_live_uploads_and_restart(
     tmp_path: Path, s3_endpoint: str, aws_env: None, caplog: pytest.LogCaptureFixture
 ):
@@ -499,6 +501,7 @@ class FlakyClient:
         return self.client.get_object(**kwargs)
 
 
+@pytest.mark.integration  # a real moto S3 server
 async def test_s3_corrupt_object_is_rejected_and_a_failed_read_is_retried(
     tmp_path: Path, s3_endpoint: str, aws_env: None
 ):
@@ -542,6 +545,7 @@ async def test_s3_corrupt_object_is_rejected_and_a_failed_read_is_retried(
     assert col.reasons == {"bad gzip": 1}
 
 
+@pytest.mark.integration  # a real moto S3 server
 async def test_s3_missing_bucket_is_reported_and_retried(
     tmp_path: Path, s3_endpoint: str, aws_env: None
 ):

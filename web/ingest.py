@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from monitor.types import Decoded, DecodeError
-from streams.decode import decode_document
-from streams.files import parse_documents
+from streams.documents import InputError, Limits, decode_bytes
+from streams.formats import decoder_for
 from web.envelope import ApiError, ok
 from web.facade import api_of
 
@@ -41,6 +41,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 Decoder = Callable[[Any], Iterable[Decoded]]
+# The body's size is checked as it is read (max_body_bytes); bodies are never gunzipped.
+BODY_LIMITS = Limits(max_bytes=1 << 62, unit="body", gzip=False)
 
 
 async def _ingest(request: Request, what: str, decode: Decoder | None = None) -> Response:
@@ -48,21 +50,12 @@ async def _ingest(request: Request, what: str, decode: Decoder | None = None) ->
     body = await read_body(request, api.settings.max_body_bytes)
     if not body.strip():
         raise ApiError("VALIDATION_ERROR", f"empty body: send one {what} as JSON, or NDJSON")
-    docs = list(parse_documents(body, "body"))
-    if len(docs) == 1 and docs[0].error is not None:
-        raise ApiError("VALIDATION_ERROR", f"body is not JSON or NDJSON: {docs[0].error.detail}")
     if decode is None:
-        source_for = api.source_for
-
-        def decode(doc: Any) -> Iterable[Decoded]:
-            return decode_document(doc, source_for)
-
-    items: list[Decoded] = []
-    for raw in docs:
-        if raw.error is not None:
-            items.append(raw.error)
-        else:
-            items.extend(decode(raw.doc))
+        decode = decoder_for("auto", api.source_for)
+    items = decode_bytes(body, decode, BODY_LIMITS)
+    whole = items[0] if items else None
+    if isinstance(whole, InputError) and whole.line is None:
+        raise ApiError("VALIDATION_ERROR", f"body is not JSON or NDJSON: {whole.detail}")
     if not items:
         raise ApiError("VALIDATION_ERROR", "body holds no records")
     first_errors = [
@@ -86,23 +79,16 @@ async def cloudtrail(request: Request) -> Response:
 
 async def k8s_audit(request: Request) -> Response:
     """The API server's webhook audit backend: an audit.k8s.io Event or EventList."""
-    from streams.k8s_audit import decode_k8s_audit
-
     cluster = api_of(request).settings.k8s_cluster
-    return await _ingest(
-        request, "audit.k8s.io Event or EventList", lambda doc: decode_k8s_audit(doc, cluster)
-    )
+    decode = decoder_for("k8s_audit", cluster=cluster)
+    return await _ingest(request, "audit.k8s.io Event or EventList", decode)
 
 
 async def gcp_audit(request: Request) -> Response:
     """Cloud Audit Logs: LogEntry, lists, {entries}, Pub/Sub push and pull bodies."""
-    from streams.gcp_audit import decode_gcp_audit
-
-    return await _ingest(request, "Cloud Audit Logs LogEntry", decode_gcp_audit)
+    return await _ingest(request, "Cloud Audit Logs LogEntry", decoder_for("gcp_audit"))
 
 
 async def azure_activity(request: Request) -> Response:
     """Azure Activity Log: {records: [...]} exports and EventData / REST shapes."""
-    from streams.azure_activity import decode_azure_activity
-
-    return await _ingest(request, "Azure Activity Log record", decode_azure_activity)
+    return await _ingest(request, "Azure Activity Log record", decoder_for("azure_activity"))
