@@ -1,1 +1,1 @@
-"""Driftline's core: domain types, Terraform state, detection, store, hub and the daemon."""
+"""Driftline's core: the contract, Terraform state, detection, lifecycle, pipeline, store, hub."""

@@ -8,9 +8,14 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from monitor.types import DriftKind, Severity, Status
+
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
-SEVERITIES = ("critical", "high", "medium", "low")
+# The API lists choices as the contract's enums give them, severities most severe first.
+SEVERITIES = tuple(s.value for s in reversed(Severity))
+DRIFT_KINDS = tuple(k.value for k in DriftKind)
+DRIFT_STATUSES = tuple(s.value for s in Status)
 STATUS_FOR_CODE = {
     "VALIDATION_ERROR": 400,
     "BAD_REQUEST": 400,

@@ -15,9 +15,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from monitor.hub import TOPICS, VALID_TOPICS, Message, Subscriber, expand_topics
 from monitor.store import DriftFilter, EventFilter
-from web.envelope import MAX_LIMIT, ApiError
+from web.envelope import DRIFT_KINDS, DRIFT_STATUSES, MAX_LIMIT, SEVERITIES, ApiError
 from web.facade import Api, Live, api_of
-from web.rest import DRIFT_KINDS, DRIFT_STATUSES, SEVERITIES
 
 REPLAY_PAGE = 1000
 WS_TRY_AGAIN_LATER = 1013

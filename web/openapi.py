@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from web.envelope import DRIFT_KINDS, DRIFT_STATUSES, SEVERITIES
+
 PAGE = [
     {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
     {
@@ -31,7 +33,6 @@ def _p(name: str, desc: str) -> dict[str, Any]:
     }
 
 
-SEV = ["critical", "high", "medium", "low"]
 ENVELOPE = {"$ref": "#/components/schemas/Envelope"}
 ERROR = {
     "description": "error envelope",
@@ -77,10 +78,10 @@ def _ingest(summary: str) -> dict[str, Any]:
 
 
 DRIFT_FILTERS = [
-    _q("severity", "drift severity", SEV),
+    _q("severity", "drift severity", list(SEVERITIES)),
     _q("resource_type", "Terraform resource type, e.g. aws_iam_role"),
-    _q("kind", "drift kind", ["modified", "unmanaged", "missing"]),
-    _q("status", "lifecycle status", ["detected", "investigating", "resolved"]),
+    _q("kind", "drift kind", list(DRIFT_KINDS)),
+    _q("status", "lifecycle status", list(DRIFT_STATUSES)),
     _q("actor", "actor user name (session name for roles)"),
     _q("provider", "cloud provider", ["aws", "gcp", "azure", "kubernetes"]),
     _q("resource_id", "cloud resource id"),
@@ -114,7 +115,7 @@ SPEC: dict[str, Any] = {
             "Cloud change events and Falco alerts",
             [
                 *PAGE,
-                _q("severity", "severity", [*SEV, "info"]),
+                _q("severity", "severity", [*SEVERITIES, "info"]),
                 _q("provider", "provider", ["aws", "gcp", "azure", "kubernetes", "host"]),
                 _q("type", "event type", ["cloudtrail", "falco"]),
                 _q("since", "time lower bound"),

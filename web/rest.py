@@ -12,6 +12,8 @@ from starlette.responses import Response
 
 from monitor.store import DRIFT_TYPES, DriftFilter, EventFilter, LifecycleError, StatusChange
 from web.envelope import (
+    DRIFT_KINDS,
+    DRIFT_STATUSES,
     SEVERITIES,
     ApiError,
     JSONResponse,
@@ -23,8 +25,6 @@ from web.envelope import (
 )
 from web.facade import Queries, StateView, api_of
 
-DRIFT_KINDS = ("modified", "unmanaged", "missing")
-DRIFT_STATUSES = ("detected", "investigating", "resolved")
 EVENT_TYPES = ("cloudtrail", "falco")
 PROVIDERS = ("aws", "gcp", "azure", "kubernetes", "host")
 
