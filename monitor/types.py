@@ -114,6 +114,18 @@ class ChangeEvent:
         return self._actor
 
     @property
+    def actor_key(self) -> str:
+        """`actor.key`, without building the Actor when the record names an ARN or principal
+        (the graph asks this of every call it sees)."""
+        if self._actor is None:
+            uid = self.record.get("userIdentity")
+            if uid.__class__ is dict:
+                key = uid.get("arn") or uid.get("principalId")
+                if key and key.__class__ is str:
+                    return key
+        return self.actor.key
+
+    @property
     def region(self) -> str | None:
         return self.record.get("awsRegion")
 

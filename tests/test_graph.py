@@ -244,11 +244,11 @@ def test_stratus_replay_has_every_live_type_with_the_right_ends(stratus: GraphBu
     assert set(seen) == set(EDGE_TYPES) - {DEPENDS_ON}  # the warm-up state has no dependencies
     # Every drift has its cause and its target; every event its actor.
     for nid in stratus.live_ids(DRIFT):
-        labels = Counter(a["label"] for a in stratus.g._pred[nid].values())
+        labels = Counter(a["label"] for a in stratus.g.pred[nid].values())
         assert labels[CAUSED] == 1
-        assert [a["label"] for a in stratus.g._succ[nid].values()] == [AFFECTS]
+        assert [a["label"] for a in stratus.g.succ[nid].values()] == [AFFECTS]
     for nid in stratus.live_ids(EVENT):
-        assert sum(a["label"] == PERFORMED for a in stratus.g._pred[nid].values()) == 1
+        assert sum(a["label"] == PERFORMED for a in stratus.g.pred[nid].values()) == 1
     # An unmanaged creation points at an unmanaged node, a modification at the resource.
     affects = {_node(stratus, u).event_name: v for u, v, _ in _by_label(stratus, AFFECTS)}
     assert affects["CreateAccessKey"].startswith("unmanaged:aws_iam_access_key:AKIA")
@@ -470,7 +470,7 @@ def test_reload_replaces_resources_and_keeps_live_nodes(
     live = {n for n in b.g if not n.startswith("resource:")}
     instance = next(n for n in b.resources if _node(b, n).inst.resource_id == INSTANCE)
     trail = next(n for n in b.resources if _node(b, n).inst.type == "aws_cloudtrail")
-    drifts_on_instance = [u for u in b.g._pred[instance]]
+    drifts_on_instance = [u for u in b.g.pred[instance]]
     assert drifts_on_instance
     # The new state: the instance is gone; a VPC and a subnet in it arrive (one depends_on).
     doc2 = copy.deepcopy(doc)
