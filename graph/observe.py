@@ -120,30 +120,22 @@ class Observation:
             key = ev.actor_key
             if context:
                 window = context.get(key)
-                if window is not None and self._in_context(key, window, ev, pending):
-                    continue
+                if window is not None:
+                    # ISO 8601 UTC to the second compares as text: no parsing per call.
+                    when = ev.event_time[:19]
+                    if window.start <= when <= window.end:
+                        if window.left > 0:
+                            window.left -= 1
+                            pending.append(EventNode.of_change(ev))
+                        continue
+                    if when > window.end:  # the calls have moved past the window
+                        del context[key]
             if prelude is not None:
                 buf = prelude.get(key)
                 if buf is None:
                     self._remember(key, ev)
                 else:
                     buf.append(ev)
-
-    def _in_context(
-        self, key: str, window: _Context, ev: ChangeEvent, pending: list[EventNode]
-    ) -> bool:
-        """Whether a call falls in its actor's drift window (and joins if room is left); a
-        window the calls have moved past is closed."""
-        # ISO 8601 UTC to the second compares as text: no parsing per call.
-        when = ev.event_time[:19]
-        if window.start <= when <= window.end:
-            if window.left > 0:
-                window.left -= 1
-                pending.append(EventNode.of_change(ev))
-            return True
-        if when > window.end:
-            del self.context[key]
-        return False
 
     def _open_context(self, drifts: list[Drift], pending: list[EventNode]) -> None:
         """Each drifting actor's recent calls join the graph, and its next few will."""
@@ -217,8 +209,9 @@ class Observation:
 
     def _add_event(self, en: EventNode) -> None:
         store = self.store
+        g = store.g
         nid = "event:" + en.event_id
-        if nid in store:
+        if nid in g:
             return
         ts = self._stamp(en.ts)
         if ts is None:
@@ -226,8 +219,8 @@ class Observation:
         store.put(nid, en)
         store.aging[EVENT].append((ts, nid))
         aid = "actor:" + en.actor.key
-        if aid in store:
-            en.actor = store.value(aid).actor  # one Actor per actor node, not one per event
+        if aid in g:
+            en.actor = store.nodes[aid]["v"].actor  # one Actor per actor node, not one per event
         else:
             store.put(aid, ActorNode(en.actor, en.time, ts))
             store.actors[aid] = None
@@ -235,7 +228,7 @@ class Observation:
         session = en.session
         if session:
             prev = self.session_last.get(session)
-            if prev is not None and prev in store:
+            if prev is not None and prev in g:
                 store.link(prev, nid, FOLLOWED_BY)
             self.session_last[session] = nid
         en.keys = event_keys(en)
@@ -243,8 +236,9 @@ class Observation:
 
     def _add_drift(self, d: Drift) -> None:
         store = self.store
+        g = store.g
         nid = "drift:" + d.id
-        if nid in store:
+        if nid in g:
             return
         ts = self._stamp(parse_ts(d.event_time))
         if ts is None:
@@ -253,12 +247,12 @@ class Observation:
         store.put(nid, value)
         store.aging[DRIFT].append((ts, nid))
         cause = "event:" + d.event_id
-        if cause in store:
+        if cause in g:
             store.link(cause, nid, CAUSED)
         target = resource_node_id(d.resource_address) if d.resource_address else None
-        if target is None or target not in store:
+        if target is None or target not in g:
             target = f"unmanaged:{d.resource_type}:{d.resource_id}"
-            if target not in store:
+            if target not in g:
                 store.put(target, UnmanagedNode(d.resource_type, d.resource_id, d.event_time, ts))
                 store.unmanaged[target] = None
         store.link(nid, target, AFFECTS)
@@ -269,11 +263,11 @@ class Observation:
         window = self.limits.window_seconds
         room = self.limits.related_per_item
         store = self.store
+        g = store.g
         for key, via in keys:
             if room > 0:
                 for alert in self.alert_keys.near(key, ts, window, room):
-                    if alert in store and not store.has_edge(alert, nid):
-                        store.link(alert, nid, RELATED, via, key)
+                    if alert in g and store.link(alert, nid, RELATED, via, key):
                         room -= 1
                         if room <= 0:
                             break
@@ -281,8 +275,9 @@ class Observation:
 
     def _add_alert(self, a: FalcoAlert) -> None:
         store = self.store
+        g = store.g
         nid = "falco:" + a.id
-        if nid in store:
+        if nid in g:
             return
         ts = self._stamp(parse_ts(a.time))
         if ts is None:
@@ -295,8 +290,7 @@ class Observation:
         for key, via in keys:
             if room > 0:
                 for target in self.targets.near(key, ts, window, room):
-                    if target in store and not store.has_edge(nid, target):
-                        store.link(nid, target, RELATED, via, key)
+                    if target in g and store.link(nid, target, RELATED, via, key):
                         room -= 1
                         if room <= 0:
                             break
