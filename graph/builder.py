@@ -41,6 +41,7 @@ class GraphBuilder:
         self.index = index
         self._blast = enrich.BlastRadius(self.store, self.limits.max_impact_depth)
         enrich.load_state(self.store, index)
+        self.store.begin(0)  # the load is no delta: nobody has seen the graph yet
 
     # ---- updates -----------------------------------------------------------------------
 
