@@ -202,12 +202,12 @@ def _ids(q: deque[tuple[float, str]]) -> Iterator[str]:
 def _share_edge(g: Any, u: str, v: str, attrs: dict[str, Any]) -> bool:
     """Join u -> v (False if they already are) with `attrs` as the edge's attribute dict.
 
-    The one place that writes networkx's private adjacency: DiGraph.add_edge copies the
-    attributes into a new dict per edge, and that measured (bench.graph_cost, 20,000
-    resources, 16,256 depends_on edges) 21.7 MB for the state graph instead of 17.4 MB
-    (+25%), 2,395 B per live node instead of 1,751 (+37%), and add_edge with has_edge made
-    the live update 19% slower. This is what add_edge does, minus the copy and the cache
-    clearing (nothing here uses networkx's cached backends); both ends exist already.
+    The one place that writes networkx's private adjacency. DiGraph.add_edge copies the
+    attributes into a new dict per edge; measured with it instead (bench.graph_cost
+    --resources 20000 --events 200000 --memory-events 50000): 968 B per resource node for
+    the state graph instead of 819 (+18%), 2,400 B per live node instead of 1,754 (+37%).
+    This is what add_edge does minus the copy and the cache clearing (nothing here uses
+    networkx's cached backends); the caller has added both ends.
     """
     succ = g._succ[u]
     if v in succ:

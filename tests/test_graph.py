@@ -28,12 +28,16 @@ from graph.model import (
     RELATED,
     RESOURCE,
     UNMANAGED,
+    DriftNode,
     GraphLimits,
+    ResourceNode,
+    UnmanagedNode,
     parse_ts,
 )
+from graph.store import GraphStore
 from monitor.detect import Detector
 from monitor.tfstate import StateIndex, load_state_file, parse_state
-from monitor.types import FalcoAlert
+from monitor.types import ChangeEvent, FalcoAlert
 from rules import load_catalogue, load_severity
 from rules.catalogue import Catalogue
 from streams.cloudtrail import decode_record
@@ -611,3 +615,81 @@ def test_the_pipeline_observer_publishes_deltas_and_survives_failures(
     broken = b2.observer(lambda delta: [][0])
     broken(*batches[0])  # a failing publisher is logged and counted, not raised
     assert b2.stats()["observe_errors"] == 1
+
+
+# ---- the store on its own, and the parsed fields the graph reads -------------------------
+
+
+def test_store_removal_takes_edges_and_orphans_and_eviction_reports_each_item() -> None:
+    store = GraphStore()
+    drift = DriftNode(
+        "d1", "modified", "high", "aws_vpc", "vpc-1", None, None, "e1", "X", "t", 1.0, "t"
+    )
+    store.put("drift:d1", drift)
+    store.put("unmanaged:aws_vpc:vpc-1", UnmanagedNode("aws_vpc", "vpc-1", "t", 1.0))
+    store.unmanaged["unmanaged:aws_vpc:vpc-1"] = None
+    store.put("resource:a", ResourceNode(_instance("a")))
+    store.put("resource:b", ResourceNode(_instance("b")))
+    store.resources += ["resource:a", "resource:b"]
+    assert store.link("drift:d1", "unmanaged:aws_vpc:vpc-1", AFFECTS)
+    assert not store.link("drift:d1", "unmanaged:aws_vpc:vpc-1", AFFECTS)  # already joined
+    assert store.link("resource:a", "resource:b", DEPENDS_ON, "dependencies")
+    assert store.link("resource:b", "resource:a", DEPENDS_ON, "dependencies")
+    # Edges with the same label and reason share one attribute dict.
+    assert store.g.edges["resource:a", "resource:b"] is store.g.edges["resource:b", "resource:a"]
+    assert store.edge_counts[AFFECTS] == 1 and store.edge_counts[DEPENDS_ON] == 2
+    store.aging[DRIFT].extend([(1.0, "drift:d1"), (2.0, "drift:gone")])
+
+    forgotten: list[tuple[str, float]] = []
+    delta = store.begin(100)
+    store.evict(1.5, [(DRIFT, 10)], lambda nid, value, ts: forgotten.append((nid, ts)))
+    # The drift goes by age, taking its edge and the unmanaged node left without one.
+    assert forgotten == [("drift:d1", 1.0)]
+    assert delta.dropped_nodes == ["drift:d1", "unmanaged:aws_vpc:vpc-1"]
+    assert store.unmanaged == {} and store.edge_counts[AFFECTS] == 0
+    assert list(store.aging[DRIFT]) == [(2.0, "drift:gone")]
+    # Over the cap the oldest goes even when young; a node already gone is not reported.
+    store.evict(0.0, [(DRIFT, 0)], lambda nid, value, ts: forgotten.append((nid, ts)))
+    assert forgotten == [("drift:d1", 1.0)] and store.evicted[DRIFT] == 2
+    # Resources are no orphans: removing one keeps the other.
+    store.unlink("resource:b", "resource:a")
+    assert store.remove("resource:a") is not None and "resource:b" in store
+    assert store.edge_counts[DEPENDS_ON] == 0
+    assert store.g.number_of_edges() == 0
+    assert store.remove("resource:a") is None
+
+
+def _instance(name: str) -> Any:
+    doc = {
+        "version": 4,
+        "terraform_version": "1.9.0",
+        "resources": [
+            {
+                "mode": "managed",
+                "type": "aws_vpc",
+                "name": name,
+                "provider": 'provider["registry.terraform.io/hashicorp/aws"]',
+                "instances": [{"schema_version": 0, "attributes": {"id": f"vpc-{name}"}}],
+            }
+        ],
+    }
+    return next(iter(StateIndex([parse_state(doc, "s.tfstate")], {}).by_address.values()))
+
+
+@pytest.mark.parametrize(
+    "uid",
+    [
+        {"type": "IAMUser", "arn": "arn:aws:iam::1:user/a", "principalId": "AID1"},
+        {"type": "AssumedRole", "principalId": "AROA1:sess"},
+        {"type": "AWSService", "invokedBy": "ec2.amazonaws.com"},
+        {"type": "Root", "arn": "", "principalId": "", "userName": ""},
+        {"type": "IAMUser", "arn": 7, "principalId": "AID2"},
+        None,
+        "not an identity",
+    ],
+)
+def test_actor_key_is_the_actors_key_without_building_it(uid: Any) -> None:
+    rec = {"eventID": "e", "eventSource": "s", "eventName": "n", "eventTime": "t"}
+    fast = ChangeEvent("e", "s", "n", "t", {**rec, "userIdentity": uid})
+    slow = ChangeEvent("e", "s", "n", "t", {**rec, "userIdentity": uid})
+    assert fast.actor_key == slow.actor.key
