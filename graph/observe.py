@@ -216,8 +216,7 @@ class Observation:
         ts = self._stamp(en.ts)
         if ts is None:
             return
-        store.put(nid, en)
-        store.aging[EVENT].append((ts, nid))
+        store.put_timed(EVENT, nid, en, ts)
         aid = "actor:" + en.actor.key
         if aid in g:
             en.actor = store.nodes[aid]["v"].actor  # one Actor per actor node, not one per event
@@ -232,7 +231,7 @@ class Observation:
                 store.link(prev, nid, FOLLOWED_BY)
             self.session_last[session] = nid
         en.keys = event_keys(en)
-        self._correlate(nid, ts, en.keys)
+        self._correlate(nid, ts, en.keys, from_alert=False)
 
     def _add_drift(self, d: Drift) -> None:
         store = self.store
@@ -244,8 +243,7 @@ class Observation:
         if ts is None:
             return
         value = DriftNode.of(d, ts)
-        store.put(nid, value)
-        store.aging[DRIFT].append((ts, nid))
+        store.put_timed(DRIFT, nid, value, ts)
         cause = "event:" + d.event_id
         if cause in g:
             store.link(cause, nid, CAUSED)
@@ -256,45 +254,41 @@ class Observation:
                 store.put(target, UnmanagedNode(d.resource_type, d.resource_id, d.event_time, ts))
                 store.unmanaged[target] = None
         store.link(nid, target, AFFECTS)
-        self._correlate(nid, ts, drift_keys(value))
-
-    def _correlate(self, nid: str, ts: float, keys: tuple[Key, ...]) -> None:
-        """`related` edges from alerts seen near this event/drift; then remember its keys."""
-        window = self.limits.window_seconds
-        room = self.limits.related_per_item
-        store = self.store
-        g = store.g
-        for key, via in keys:
-            if room > 0:
-                for alert in self.alert_keys.near(key, ts, window, room):
-                    if alert in g and store.link(alert, nid, RELATED, via, key):
-                        room -= 1
-                        if room <= 0:
-                            break
-            self.targets.add(key, ts, nid)
+        self._correlate(nid, ts, drift_keys(value), from_alert=False)
 
     def _add_alert(self, a: FalcoAlert) -> None:
-        store = self.store
-        g = store.g
         nid = "falco:" + a.id
-        if nid in g:
+        if nid in self.store.g:
             return
         ts = self._stamp(parse_ts(a.time))
         if ts is None:
             return
         keys = alert_keys(a)
-        store.put(nid, FalcoNode.of(a, ts, keys))
-        store.aging[FALCO].append((ts, nid))
+        self.store.put_timed(FALCO, nid, FalcoNode.of(a, ts, keys), ts)
+        self._correlate(nid, ts, keys, from_alert=True)
+
+    def _correlate(self, nid: str, ts: float, keys: tuple[Key, ...], from_alert: bool) -> None:
+        """`related` edges (alert -> event or drift) between a new item and the items of the
+        other side seen near it with a key in common, at most `related_per_item`; then its
+        keys are remembered for the items still to come."""
         window = self.limits.window_seconds
         room = self.limits.related_per_item
+        g = self.store.g
+        link = self.store.link
+        others, mine = (
+            (self.targets, self.alert_keys) if from_alert else (self.alert_keys, self.targets)
+        )
         for key, via in keys:
             if room > 0:
-                for target in self.targets.near(key, ts, window, room):
-                    if target in g and store.link(nid, target, RELATED, via, key):
+                for other in others.near(key, ts, window, room):
+                    if other not in g:
+                        continue
+                    u, v = (nid, other) if from_alert else (other, nid)
+                    if link(u, v, RELATED, via, key):
                         room -= 1
                         if room <= 0:
                             break
-            self.alert_keys.add(key, ts, nid)
+            mine.add(key, ts, nid)
 
     # ---- ageing ------------------------------------------------------------------------
 

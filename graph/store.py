@@ -105,6 +105,11 @@ class GraphStore:
         self.g.add_node(nid, v=value)
         self.delta.new_nodes.append((nid, value))
 
+    def put_timed(self, kind: str, nid: str, value: NodeValue, ts: float) -> None:
+        """A new event, drift or alert, aged by `ts`."""
+        self.put(nid, value)
+        self.aging[kind].append((ts, nid))
+
     def replace(self, nid: str, value: NodeValue) -> None:
         """A node's new value, recorded as changed when what it shows differs."""
         attrs = self.nodes[nid]
