@@ -143,10 +143,6 @@ class GraphBuilder:
         return self.store.resources
 
     @property
-    def resource_pos(self) -> dict[str, int]:
-        return self.store.resource_pos
-
-    @property
     def unmanaged(self) -> dict[str, None]:
         return self.store.unmanaged
 

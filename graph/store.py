@@ -75,9 +75,6 @@ class GraphStore:
         """(source, attrs) of the edges entering `nid`."""
         return self.g.pred[nid].items()
 
-    def has_edge(self, u: str, v: str) -> bool:
-        return bool(self.g.has_edge(u, v))
-
     def node_counts(self) -> dict[str, int]:
         return {
             RESOURCE: len(self.resources),
