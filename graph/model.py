@@ -206,10 +206,6 @@ class EventNode(NodeValue):
 
     @classmethod
     def of_change(cls, ev: ChangeEvent) -> EventNode:
-        rec = ev.record
-        uid = rec.get("userIdentity")
-        actor = ev.actor
-        key = uid.get("accessKeyId") if isinstance(uid, dict) else None
         return cls(
             ev.event_id,
             _shared(ev.event_name),
@@ -217,12 +213,12 @@ class EventNode(NodeValue):
             ev.event_time,
             None,
             ev.provider,
-            _shared(rec.get("awsRegion")),
-            _shared(rec.get("recipientAccountId") or actor.account_id),
-            _shared(rec.get("sourceIPAddress")),
-            _shared(rec.get("errorCode")),
-            key or actor.principal_id,
-            actor,
+            _shared(ev.region),
+            _shared(ev.account_id),
+            _shared(ev.source_ip),
+            _shared(ev.error_code),
+            ev.session,
+            ev.actor,
         )
 
     @classmethod

@@ -54,7 +54,7 @@ def _in_window(ts: float | None, since: float | None, until: float | None) -> bo
 
 
 def _element(b: GraphBuilder, nid: str) -> dict[str, Any]:
-    return node_element(nid, b.g._node[nid]["v"])
+    return node_element(nid, b.store.value(nid))
 
 
 def resolve(b: GraphBuilder, ident: str) -> str | None:
@@ -104,13 +104,13 @@ def nodes_page(
             if len(out) >= limit:
                 break
     else:
-        nodes = b.g._node
+        value = b.store.value
         total = 0
         for kind in kinds:
             if kind == RESOURCE:
                 continue
             for nid in b.live_ids(kind):
-                if _in_window(nodes[nid]["v"].ts, since, until):
+                if _in_window(value(nid).ts, since, until):
                     if offset <= total < offset + limit:
                         out.append(nid)
                     total += 1
@@ -118,9 +118,9 @@ def nodes_page(
 
 
 def _edge_ts(b: GraphBuilder, u: str, v: str) -> float | None:
-    nodes = b.g._node
-    ts: float | None = nodes[u]["v"].ts
-    return ts if ts is not None else nodes[v]["v"].ts
+    value = b.store.value
+    ts: float | None = value(u).ts
+    return ts if ts is not None else value(v).ts
 
 
 def _all_ids(b: GraphBuilder) -> Iterator[tuple[str, str]]:
@@ -139,7 +139,7 @@ def edges_page(
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of edges (grouped by source node, in node order) and the total matching.
     With since/until an edge matches by the time of its timed end (depends_on never does)."""
-    succ = b.g._succ
+    succ = b.g.succ
     offset = (page - 1) * limit
     out: list[dict[str, Any]] = []
     timed = since is not None or until is not None
@@ -207,8 +207,8 @@ class _Selection:
             return False
         g = self.b.g
         picked = self.nodes
-        new = [(nid, v, a) for v, a in g._succ[nid].items() if v in picked]
-        new.extend((u, nid, a) for u, a in g._pred[nid].items() if u in picked)
+        new = [(nid, v, a) for v, a in g.succ[nid].items() if v in picked]
+        new.extend((u, nid, a) for u, a in g.pred[nid].items() if u in picked)
         if len(picked) + len(self.edges) + 1 + len(new) > self.budget:
             self.full = True
             return False
@@ -221,12 +221,12 @@ class _Selection:
         if not self.add(nid):
             return
         g = self.b.g
-        for other, attrs in list(g._pred[nid].items()) + list(g._succ[nid].items()):
+        for other, attrs in list(g.pred[nid].items()) + list(g.succ[nid].items()):
             label = attrs["label"]
             if label in (CAUSED, PERFORMED, AFFECTS, RELATED) and self.allowed(other):
                 self.add(other)
                 if label == CAUSED:  # drift <- event <- actor
-                    for actor, a in g._pred[other].items():
+                    for actor, a in g.pred[other].items():
                         if a["label"] == PERFORMED and self.allowed(actor):
                             self.add(actor)
 
@@ -297,7 +297,7 @@ def _matching_nodes(
 
 
 def _edges_among(b: GraphBuilder, nodes: Iterable[str]) -> list[dict[str, Any]]:
-    succ = b.g._succ
+    succ = b.g.succ
     picked = nodes if isinstance(nodes, (set, dict)) else set(nodes)
     return [edge_element(u, v, a) for u in picked for v, a in succ[u].items() if v in picked]
 
@@ -336,8 +336,8 @@ def neighbors(b: GraphBuilder, nid: str, depth: int) -> dict[str, Any]:
 
 
 def _adjacent(g: Any, n: str) -> Iterator[str]:
-    yield from g._succ[n]
-    yield from g._pred[n]
+    yield from g.succ[n]
+    yield from g.pred[n]
 
 
 def impact(b: GraphBuilder, nid: str, depth: int) -> dict[str, Any]:
@@ -356,7 +356,7 @@ def impact(b: GraphBuilder, nid: str, depth: int) -> dict[str, Any]:
     edges = [
         edge_element(u, v, a)
         for u in picked
-        for v, a in b.g._succ[u].items()
+        for v, a in b.g.succ[u].items()
         if v in picked and a["label"] == DEPENDS_ON
     ]
     return {
@@ -405,10 +405,10 @@ def path(b: GraphBuilder, source: str, target: str) -> dict[str, Any]:
     chain.reverse()
     edges = []
     for a, c in pairwise(chain):
-        if c in g._succ[a]:
-            edges.append(edge_element(a, c, g._succ[a][c]))
+        if g.has_edge(a, c):
+            edges.append(edge_element(a, c, g.succ[a][c]))
         else:
-            edges.append(edge_element(c, a, g._succ[c][a]))
+            edges.append(edge_element(c, a, g.succ[c][a]))
     return {
         "from": source,
         "to": target,
@@ -425,12 +425,12 @@ def node_detail(b: GraphBuilder, nid: str) -> dict[str, Any]:
     el = _element(b, nid)
     out_labels: dict[str, int] = {}
     in_labels: dict[str, int] = {}
-    for a in g._succ[nid].values():
+    for a in g.succ[nid].values():
         out_labels[a["label"]] = out_labels.get(a["label"], 0) + 1
-    for a in g._pred[nid].values():
+    for a in g.pred[nid].values():
         in_labels[a["label"]] = in_labels.get(a["label"], 0) + 1
-    el["in_degree"] = len(g._pred[nid])
-    el["out_degree"] = len(g._succ[nid])
+    el["in_degree"] = g.in_degree(nid)
+    el["out_degree"] = g.out_degree(nid)
     el["edges_in"] = in_labels
     el["edges_out"] = out_labels
     if _type_of(nid) == RESOURCE:

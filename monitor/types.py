@@ -114,6 +114,17 @@ class ChangeEvent:
         return self._actor
 
     @property
+    def actor_key(self) -> str:
+        """`actor.key`, read straight from the record when it names an ARN or principal (the
+        graph asks this of every call it sees; building or reading the Actor costs more)."""
+        uid = self.record.get("userIdentity")
+        if uid.__class__ is dict:
+            key = uid.get("arn") or uid.get("principalId")
+            if key and key.__class__ is str:
+                return key
+        return self.actor.key
+
+    @property
     def region(self) -> str | None:
         return self.record.get("awsRegion")
 

@@ -28,22 +28,30 @@ from graph.model import (
     RELATED,
     RESOURCE,
     UNMANAGED,
+    DriftNode,
     GraphLimits,
+    ResourceNode,
+    UnmanagedNode,
     parse_ts,
 )
+from graph.store import GraphStore
 from monitor.detect import Detector
 from monitor.tfstate import StateIndex, load_state_file, parse_state
-from monitor.types import ChangeEvent, Drift, FalcoAlert
+from monitor.types import ChangeEvent, FalcoAlert
 from rules import load_catalogue, load_severity
-from rules.catalogue import Catalogue, Change
-from rules.paths import extract
+from rules.catalogue import Catalogue
 from streams.cloudtrail import decode_record
-from streams.falco import decode_alert
 from streams.timefmt import format_time
-from tests.support.realdata import TFSTATE, cloudtrail_records, falco_alerts
-from tests.support.replay_state import replay_state
+from tests.support.graph_data import (
+    CLOCK,
+    INSTANCE,
+    Batch,
+    stratus_batches,
+    stratus_index,
+    stratus_state,
+)
+from tests.support.realdata import TFSTATE, cloudtrail_records
 
-CLOCK = "2024-12-01T00:00:00Z"
 # Stratus detonations span four months; keep them all in one graph.
 LONG = GraphLimits(retention_seconds=400 * 86400)
 # Which node types each edge type may join.
@@ -55,8 +63,6 @@ SCHEMA: dict[str, tuple[set[str], set[str]]] = {
     RELATED: ({FALCO}, {EVENT, DRIFT}),
     FOLLOWED_BY: ({EVENT}, {EVENT}),
 }
-INSTANCE = "i-DDd6c7B0e18F0E35f"  # stopped, modified and restarted by one stratus session
-SG_CALL_IP = "253.243.215.253"  # source of the stratus AuthorizeSecurityGroupIngress
 
 
 @pytest.fixture(scope="module")
@@ -218,103 +224,6 @@ def test_split_eks_and_vpc_states_link_through_attributes(catalogue: Catalogue) 
 # ---- a real attack replay with Falco alerts ----------------------------------------------
 
 
-def stratus_state(catalogue: Catalogue) -> dict[str, Any]:
-    """The declared side for the stratus detonations.
-
-    The logs hold no Terraform calls (replay_state finds nothing): Stratus's Terraform
-    warm-up, which created each technique's targets, is not in them. So the state declares
-    every resource a modify or delete call of the logs names, as that warm-up did.
-    """
-    records = cloudtrail_records("stratus_detonation_logs")
-    doc = replay_state(records, catalogue)
-    seen = {(r["type"], r["instances"][0]["attributes"]["id"]) for r in doc["resources"]}
-    for rec in sorted(records, key=lambda r: r["eventTime"]):
-        ev = decode_record(rec)
-        rule = catalogue.lookup(ev.event_source, ev.event_name)
-        if ev.error_code or ev.read_only or rule is None or rule.change is Change.CREATE:
-            continue
-        ids = next((v for p in rule.id_paths if (v := extract(ev.root(), p))), [])
-        for rid in (i for i in ids if isinstance(i, str)):
-            rtype = rule.resource_types[0]
-            if (rtype, rid) in seen:
-                continue
-            seen.add((rtype, rid))
-            attrs = {"id": rid}
-            keys = catalogue.identifiers.get(rtype, ("name",))
-            if keys:
-                attrs[keys[0]] = rid
-            doc["resources"].append(
-                {
-                    "mode": "managed",
-                    "type": rtype,
-                    "name": f"warmup_{len(seen)}",
-                    "provider": 'provider["registry.terraform.io/hashicorp/aws"]',
-                    "instances": [{"schema_version": 0, "attributes": attrs}],
-                }
-            )
-    return doc
-
-
-def _real_alert(rule: str) -> dict[str, Any]:
-    found = next(a for _, a in falco_alerts() if isinstance(a, dict) and a.get("rule") == rule)
-    return copy.deepcopy(found)
-
-
-def stratus_alerts() -> list[dict[str, Any]]:
-    """Real Falco alerts, re-timed and re-pointed so that they meet the stratus replay.
-
-    Adjusted on purpose (the datasets come from unrelated runs): times moved into the
-    detonation window, the host renamed to the stratus instance, a remote IP set to the
-    attacker's source IP, the k8s user set to the stratus IAM user. Everything else is as
-    captured.
-    """
-    host = _real_alert("Read sensitive file untrusted")
-    host["hostname"] = f"{INSTANCE}.ec2.internal"  # EC2 resource-based host name
-    host["time"] = "2024-08-01T12:06:00Z"
-    shell = _real_alert("Terminal shell in container")
-    shell["output_fields"]["fd.rip"] = SG_CALL_IP
-    shell["time"] = "2024-08-01T12:28:00Z"
-    k8s_user = _real_alert("Disallowed K8s User")
-    k8s_user["output_fields"]["ka.user.name"] = "christophe"
-    k8s_user["time"] = "2024-08-01T13:35:00Z"
-    late = _real_alert("open_from_cat")
-    late["hostname"] = f"{INSTANCE}.ec2.internal"
-    late["time"] = "2024-08-01T14:30:00Z"  # 85 minutes after the instance calls
-    loose = _real_alert("Write below binary dir")
-    loose["time"] = "2024-08-01T12:10:00Z"  # shares nothing with any call
-    return [host, shell, k8s_user, late, loose]
-
-
-def stratus_index(catalogue: Catalogue) -> StateIndex:
-    return StateIndex(
-        [parse_state(stratus_state(catalogue), "stratus.tfstate")], catalogue.identifiers
-    )
-
-
-Batch = tuple[list[ChangeEvent], list[Drift], list[FalcoAlert]]
-
-
-def stratus_batches(catalogue: Catalogue, index: StateIndex) -> Iterator[Batch]:
-    """One record (or alert) per batch, in time order, as the pipeline would pass them."""
-    detector = Detector(catalogue, load_severity(), index, clock=lambda: CLOCK)
-    items: list[tuple[str, ChangeEvent | FalcoAlert]] = [
-        (ev.event_time, ev)
-        for ev in map(decode_record, cloudtrail_records("stratus_detonation_logs"))
-    ]
-    for doc in stratus_alerts():
-        alert = decode_alert(doc)
-        assert isinstance(alert, FalcoAlert)
-        items.append((alert.time, alert))
-    items.sort(key=lambda t: t[0])
-    for _, item in items:
-        if isinstance(item, FalcoAlert):
-            yield [], [], [item]
-            continue
-        drifts = list(detector.detect(item).drifts)
-        if not item.read_only:  # the pipeline drops read-only calls before observers
-            yield [item], drifts, []
-
-
 @pytest.fixture(scope="module")
 def stratus(catalogue: Catalogue) -> GraphBuilder:
     index = stratus_index(catalogue)
@@ -339,11 +248,11 @@ def test_stratus_replay_has_every_live_type_with_the_right_ends(stratus: GraphBu
     assert set(seen) == set(EDGE_TYPES) - {DEPENDS_ON}  # the warm-up state has no dependencies
     # Every drift has its cause and its target; every event its actor.
     for nid in stratus.live_ids(DRIFT):
-        labels = Counter(a["label"] for a in stratus.g._pred[nid].values())
+        labels = Counter(a["label"] for a in stratus.g.pred[nid].values())
         assert labels[CAUSED] == 1
-        assert [a["label"] for a in stratus.g._succ[nid].values()] == [AFFECTS]
+        assert [a["label"] for a in stratus.g.succ[nid].values()] == [AFFECTS]
     for nid in stratus.live_ids(EVENT):
-        assert sum(a["label"] == PERFORMED for a in stratus.g._pred[nid].values()) == 1
+        assert sum(a["label"] == PERFORMED for a in stratus.g.pred[nid].values()) == 1
     # An unmanaged creation points at an unmanaged node, a modification at the resource.
     affects = {_node(stratus, u).event_name: v for u, v, _ in _by_label(stratus, AFFECTS)}
     assert affects["CreateAccessKey"].startswith("unmanaged:aws_iam_access_key:AKIA")
@@ -565,7 +474,7 @@ def test_reload_replaces_resources_and_keeps_live_nodes(
     live = {n for n in b.g if not n.startswith("resource:")}
     instance = next(n for n in b.resources if _node(b, n).inst.resource_id == INSTANCE)
     trail = next(n for n in b.resources if _node(b, n).inst.type == "aws_cloudtrail")
-    drifts_on_instance = [u for u in b.g._pred[instance]]
+    drifts_on_instance = [u for u in b.g.pred[instance]]
     assert drifts_on_instance
     # The new state: the instance is gone; a VPC and a subnet in it arrive (one depends_on).
     doc2 = copy.deepcopy(doc)
@@ -706,3 +615,81 @@ def test_the_pipeline_observer_publishes_deltas_and_survives_failures(
     broken = b2.observer(lambda delta: [][0])
     broken(*batches[0])  # a failing publisher is logged and counted, not raised
     assert b2.stats()["observe_errors"] == 1
+
+
+# ---- the store on its own, and the parsed fields the graph reads -------------------------
+
+
+def test_store_removal_takes_edges_and_orphans_and_eviction_reports_each_item() -> None:
+    store = GraphStore()
+    drift = DriftNode(
+        "d1", "modified", "high", "aws_vpc", "vpc-1", None, None, "e1", "X", "t", 1.0, "t"
+    )
+    store.put("drift:d1", drift)
+    store.put("unmanaged:aws_vpc:vpc-1", UnmanagedNode("aws_vpc", "vpc-1", "t", 1.0))
+    store.unmanaged["unmanaged:aws_vpc:vpc-1"] = None
+    store.put("resource:a", ResourceNode(_instance("a")))
+    store.put("resource:b", ResourceNode(_instance("b")))
+    store.resources += ["resource:a", "resource:b"]
+    assert store.link("drift:d1", "unmanaged:aws_vpc:vpc-1", AFFECTS)
+    assert not store.link("drift:d1", "unmanaged:aws_vpc:vpc-1", AFFECTS)  # already joined
+    assert store.link("resource:a", "resource:b", DEPENDS_ON, "dependencies")
+    assert store.link("resource:b", "resource:a", DEPENDS_ON, "dependencies")
+    # Edges with the same label and reason share one attribute dict.
+    assert store.g.edges["resource:a", "resource:b"] is store.g.edges["resource:b", "resource:a"]
+    assert store.edge_counts[AFFECTS] == 1 and store.edge_counts[DEPENDS_ON] == 2
+    store.aging[DRIFT].extend([(1.0, "drift:d1"), (2.0, "drift:gone")])
+
+    forgotten: list[tuple[str, float]] = []
+    delta = store.begin(100)
+    store.evict(1.5, [(DRIFT, 10)], lambda nid, value, ts: forgotten.append((nid, ts)))
+    # The drift goes by age, taking its edge and the unmanaged node left without one.
+    assert forgotten == [("drift:d1", 1.0)]
+    assert delta.dropped_nodes == ["drift:d1", "unmanaged:aws_vpc:vpc-1"]
+    assert store.unmanaged == {} and store.edge_counts[AFFECTS] == 0
+    assert list(store.aging[DRIFT]) == [(2.0, "drift:gone")]
+    # Over the cap the oldest goes even when young; a node already gone is not reported.
+    store.evict(0.0, [(DRIFT, 0)], lambda nid, value, ts: forgotten.append((nid, ts)))
+    assert forgotten == [("drift:d1", 1.0)] and store.evicted[DRIFT] == 2
+    # Resources are no orphans: removing one keeps the other.
+    store.unlink("resource:b", "resource:a")
+    assert store.remove("resource:a") is not None and "resource:b" in store
+    assert store.edge_counts[DEPENDS_ON] == 0
+    assert store.g.number_of_edges() == 0
+    assert store.remove("resource:a") is None
+
+
+def _instance(name: str) -> Any:
+    doc = {
+        "version": 4,
+        "terraform_version": "1.9.0",
+        "resources": [
+            {
+                "mode": "managed",
+                "type": "aws_vpc",
+                "name": name,
+                "provider": 'provider["registry.terraform.io/hashicorp/aws"]',
+                "instances": [{"schema_version": 0, "attributes": {"id": f"vpc-{name}"}}],
+            }
+        ],
+    }
+    return next(iter(StateIndex([parse_state(doc, "s.tfstate")], {}).by_address.values()))
+
+
+@pytest.mark.parametrize(
+    "uid",
+    [
+        {"type": "IAMUser", "arn": "arn:aws:iam::1:user/a", "principalId": "AID1"},
+        {"type": "AssumedRole", "principalId": "AROA1:sess"},
+        {"type": "AWSService", "invokedBy": "ec2.amazonaws.com"},
+        {"type": "Root", "arn": "", "principalId": "", "userName": ""},
+        {"type": "IAMUser", "arn": 7, "principalId": "AID2"},
+        None,
+        "not an identity",
+    ],
+)
+def test_actor_key_is_the_actors_key_without_building_it(uid: Any) -> None:
+    rec = {"eventID": "e", "eventSource": "s", "eventName": "n", "eventTime": "t"}
+    fast = ChangeEvent("e", "s", "n", "t", {**rec, "userIdentity": uid})
+    slow = ChangeEvent("e", "s", "n", "t", {**rec, "userIdentity": uid})
+    assert fast.actor_key == slow.actor.key

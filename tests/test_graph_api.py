@@ -20,9 +20,9 @@ from monitor.app.config import Config
 from monitor.app.daemon import Daemon
 from rules import load_catalogue
 from tests.support.asgi import in_memory
+from tests.support.graph_data import INSTANCE, stratus_alerts, stratus_state
 from tests.support.live import SSEReader, running
 from tests.support.realdata import TFSTATE, cloudtrail_records
-from tests.test_graph import INSTANCE, stratus_alerts, stratus_state
 
 pytestmark = pytest.mark.timeout(60)
 LIMITS = GraphLimits(retention_seconds=400 * 86400, max_elements=2_000)
