@@ -266,6 +266,7 @@ def test_deep_and_last_pages(built: Built) -> None:
             )
 
 
+@pytest.mark.integration  # the slow tier: 2 x 250 random filters against a full scan
 def test_random_filters_match_plain_sql(built: Built) -> None:
     rng = random.Random(9)
     for _ in range(250):
@@ -500,6 +501,7 @@ def test_migration_from_schema_3(tmp_path: Path) -> None:
         store.close()
 
 
+@pytest.mark.integration  # the slow tier: hundreds of real commits and checkpoints on disk
 def test_the_wal_starts_over_under_a_steady_stream_of_commits(tmp_path: Path) -> None:
     """SQLite starts the WAL over only when a write begins after all of it was copied back;
     back-to-back commits never leave the checkpointer that moment, so the writer finishes the
