@@ -59,6 +59,17 @@ def error(code: str, message: str, status: int | None = None) -> JSONResponse:
     )
 
 
+def json_object(raw: str | bytes, what: str) -> dict[str, Any]:
+    """A request body or WebSocket message that must be one JSON object; 400 otherwise."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError("VALIDATION_ERROR", f"{what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise ApiError("VALIDATION_ERROR", f"{what} must be a JSON object")
+    return value
+
+
 def page_params(request: Request) -> tuple[int, int]:
     """`page` (default 1) and `limit` (default 50, max 1000); anything else is a 400."""
     return (

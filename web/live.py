@@ -15,7 +15,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from monitor.hub import TOPICS, VALID_TOPICS, Message, Subscriber, expand_topics
 from monitor.store import DriftFilter, EventFilter
-from web.envelope import DRIFT_KINDS, DRIFT_STATUSES, MAX_LIMIT, SEVERITIES, ApiError
+from web.envelope import (
+    DRIFT_KINDS,
+    DRIFT_STATUSES,
+    MAX_LIMIT,
+    SEVERITIES,
+    ApiError,
+    json_object,
+)
 from web.facade import Api, Live, api_of
 
 REPLAY_PAGE = 1000
@@ -232,12 +239,7 @@ class WsSession:
                 await self.error(exc.code, exc.message)
 
     async def handle(self, raw: str) -> None:
-        try:
-            msg = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise ApiError("VALIDATION_ERROR", "message is not JSON") from None
-        if not isinstance(msg, dict):
-            raise ApiError("VALIDATION_ERROR", "message must be a JSON object")
+        msg = json_object(raw, "message")
         kind = msg.get("type")
         topic = msg.get("topic")
         payload = msg.get("payload") or {}

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -18,6 +17,7 @@ from web.envelope import (
     ApiError,
     JSONResponse,
     choice_param,
+    json_object,
     ok,
     page_data,
     page_params,
@@ -189,13 +189,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if not raw.strip():
         return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ApiError("VALIDATION_ERROR", "body is not JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError("VALIDATION_ERROR", "body must be a JSON object")
-    return body
+    return json_object(raw, "body")
 
 
 async def _change(request: Request, change: StatusChange) -> Response:
