@@ -105,7 +105,8 @@ class GraphStore:
 
     def put_timed(self, kind: str, nid: str, value: NodeValue, ts: float) -> None:
         """A new event, drift or alert, aged by `ts`."""
-        self.put(nid, value)
+        _add_node(self.g, nid, value)  # put(), inlined: this runs for every live item
+        self.delta.new_nodes.append((nid, value))
         self.aging[kind].append((ts, nid))
 
     def replace(self, nid: str, value: NodeValue) -> None:

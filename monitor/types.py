@@ -67,6 +67,21 @@ class SkipReason(StrEnum):
     NO_CHANGE = "matches state"
 
 
+class _Unread:
+    """The type of a lazily parsed field not read yet."""
+
+
+_UNREAD = _Unread()
+
+
+def _read_only(value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
 class ChangeEvent:
     """One cloud API call (or audit event), decoded but not yet judged.
 
@@ -79,6 +94,7 @@ class ChangeEvent:
 
     __slots__ = (
         "_actor",
+        "_read_only",
         "event_id",
         "event_name",
         "event_source",
@@ -103,6 +119,7 @@ class ChangeEvent:
         self.record: Final = record
         self.provider: Final = provider
         self._actor: Actor | None = None
+        self._read_only: bool | _Unread | None = _UNREAD
 
     def __repr__(self) -> str:
         return f"ChangeEvent({self.event_id!r}, {self.event_source!r}, {self.event_name!r})"
@@ -115,8 +132,11 @@ class ChangeEvent:
 
     @property
     def actor_key(self) -> str:
-        """`actor.key`, read straight from the record when it names an ARN or principal (the
-        graph asks this of every call it sees; building or reading the Actor costs more)."""
+        """`actor.key`, without building the Actor when the record names an ARN or principal
+        (the graph asks this of every call it sees, detection builds the Actor of most)."""
+        actor = self._actor
+        if actor is not None:
+            return actor.key
         uid = self.record.get("userIdentity")
         if uid.__class__ is dict:
             key = uid.get("arn") or uid.get("principalId")
@@ -157,12 +177,11 @@ class ChangeEvent:
 
     @property
     def read_only(self) -> bool | None:
-        value = self.record.get("readOnly")
-        if value is None or isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        return None
+        # Detection asks first and the graph asks again: parsed once.
+        value = self._read_only
+        if value is _UNREAD:
+            value = self._read_only = _read_only(self.record.get("readOnly"))
+        return value  # type: ignore[return-value]
 
     @property
     def session(self) -> str | None:
