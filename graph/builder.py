@@ -15,7 +15,8 @@ from typing import Any
 
 from graph import enrich
 from graph.correlate import KeyIndex
-from graph.model import EDGE_TYPES, NODE_TYPES, GraphDelta, GraphLimits
+from graph.delta import GraphDelta
+from graph.model import EDGE_TYPES, NODE_TYPES, GraphLimits
 from graph.observe import Observation, iso
 from graph.store import GraphStore
 from monitor.clock import utc_now

@@ -20,6 +20,7 @@ from collections import Counter, OrderedDict, deque
 from datetime import UTC, datetime
 
 from graph.correlate import Key, KeyIndex, alert_keys, drift_keys, event_keys
+from graph.delta import GraphDelta
 from graph.model import (
     AFFECTS,
     CAUSED,
@@ -33,7 +34,6 @@ from graph.model import (
     DriftNode,
     EventNode,
     FalcoNode,
-    GraphDelta,
     GraphLimits,
     NodeValue,
     UnmanagedNode,

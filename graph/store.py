@@ -17,6 +17,7 @@ from typing import Any
 
 import networkx as nx
 
+from graph.delta import GraphDelta
 from graph.model import (
     ACTOR,
     DRIFT,
@@ -25,7 +26,6 @@ from graph.model import (
     FALCO,
     RESOURCE,
     UNMANAGED,
-    GraphDelta,
     NodeValue,
 )
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from graph.builder import GraphBuilder
-from graph.model import GraphDelta, GraphLimits
+from graph.delta import GraphDelta
+from graph.model import GraphLimits
 from monitor.app.config import Config
 from monitor.app.demo_replay import replay_forever
 from monitor.app.sources import build_sources
