@@ -18,6 +18,7 @@ from tests.support.asgi import in_memory
 from tests.support.live import SSEReader, running, wait_until
 from tests.support.realdata import FALCO, cloudtrail_records
 from tests.support.replay_state import replay_state
+from web.envelope import MAX_PAGE
 from web.openapi import SPEC
 
 pytestmark = pytest.mark.timeout(60)
@@ -227,6 +228,29 @@ async def test_pagination_and_filter_validation(
         if query == "?page=99&limit=5":
             data = (await srv.client.get("/api/v1/drifts" + query)).json()["data"]
             assert data["drifts"] == [] and data["total"] == 1
+
+
+async def test_a_page_number_past_any_store_is_a_400_on_every_list(
+    tmp_path: Path, state_path: Path
+) -> None:
+    lists = (
+        "/api/v1/drifts",
+        "/api/v1/events",
+        "/api/v1/state/resources",
+        "/api/v1/dead-letters",
+        "/api/v1/graph/nodes",
+        "/api/v1/graph/edges",
+    )
+    async with in_memory(_config(tmp_path, state_path)) as srv:
+        for path in lists:
+            last = await srv.client.get(f"{path}?page={MAX_PAGE}&limit=1000")
+            assert last.status_code == 200, (path, last.text)
+            for page in (MAX_PAGE + 1, 2**63, 10**30):
+                resp = await srv.client.get(f"{path}?page={page}&limit=1000")
+                assert resp.status_code == 400, (path, page, resp.text)
+                error = resp.json()["error"]
+                assert error["code"] == "VALIDATION_ERROR"
+                assert error["message"] == f"page must be between 1 and {MAX_PAGE}, got {page}"
 
 
 @pytest.mark.integration

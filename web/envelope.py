@@ -11,6 +11,9 @@ from starlette.responses import Response
 from monitor.types import DriftKind, Severity, Status
 
 MAX_LIMIT = 1000
+# A billion pages of MAX_LIMIT items is past any store; larger numbers would overflow the
+# SQL OFFSET (an int64), so they are refused as out of range (REST and the WS query alike).
+MAX_PAGE = 1_000_000_000
 DEFAULT_LIMIT = 50
 # The API lists choices as the contract's enums give them, severities most severe first.
 SEVERITIES = tuple(s.value for s in reversed(Severity))
@@ -71,9 +74,9 @@ def json_object(raw: str | bytes, what: str) -> dict[str, Any]:
 
 
 def page_params(request: Request) -> tuple[int, int]:
-    """`page` (default 1) and `limit` (default 50, max 1000); anything else is a 400."""
+    """`page` (default 1, max MAX_PAGE) and `limit` (default 50, max 1000); else a 400."""
     return (
-        _int_param(request, "page", 1, 1, None),
+        _int_param(request, "page", 1, 1, MAX_PAGE),
         _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
     )
 

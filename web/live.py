@@ -19,6 +19,7 @@ from web.envelope import (
     DRIFT_KINDS,
     DRIFT_STATUSES,
     MAX_LIMIT,
+    MAX_PAGE,
     SEVERITIES,
     ApiError,
     json_object,
@@ -282,7 +283,7 @@ class WsSession:
 
     async def query(self, topic: Any, payload: dict[str, Any]) -> dict[str, Any]:
         what = payload.get("resource") or ("events" if topic == "events" else "drifts")
-        page = _bounded(payload.get("page", 1), "page", 1, 10**9)
+        page = _bounded(payload.get("page", 1), "page", 1, MAX_PAGE)
         limit = _bounded(payload.get("limit", 50), "limit", 1, MAX_LIMIT)
         if what == "drifts":
             f = DriftFilter(

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from web.envelope import DRIFT_KINDS, DRIFT_STATUSES, SEVERITIES
+from web.envelope import DRIFT_KINDS, DRIFT_STATUSES, MAX_PAGE, SEVERITIES
 
 PAGE = [
-    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
+    {
+        "name": "page",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1},
+    },
     {
         "name": "limit",
         "in": "query",
