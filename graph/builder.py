@@ -21,11 +21,9 @@ from graph.observe import Observation, iso
 from graph.store import GraphStore
 from monitor.clock import utc_now
 from monitor.tfstate import StateIndex
-from monitor.types import ChangeEvent, Clock, Drift, FalcoAlert
+from monitor.types import ChangeEvent, Clock, Drift, FalcoAlert, Observer
 
 log = logging.getLogger("driftline.graph")
-
-BatchObserver = Callable[[list[ChangeEvent], list[Drift], list[FalcoAlert]], None]
 
 
 class GraphBuilder:
@@ -52,7 +50,7 @@ class GraphBuilder:
         """Add one committed batch; returns what changed (None if nothing did)."""
         return self.live.observe(changes, drifts, alerts)
 
-    def observer(self, publish: Callable[[GraphDelta], object] | None = None) -> BatchObserver:
+    def observer(self, publish: Callable[[GraphDelta], object] | None = None) -> Observer:
         """A pipeline observer: updates the graph and hands each delta to `publish`. A failure
         is logged and counted, never raised into the ingest that has already committed."""
 

@@ -25,6 +25,7 @@ __all__ = [
     "Drift",
     "DriftKind",
     "FalcoAlert",
+    "Observer",
     "OnItems",
     "Severity",
     "SkipReason",
@@ -313,6 +314,9 @@ class SkippedChange:
 
 Decoded = ChangeEvent | FalcoAlert | DecodeError | SkippedChange
 """What a decoder yields for one record."""
+
+Observer = Callable[[list[ChangeEvent], list[Drift], list[FalcoAlert]], None]
+"""Told of each committed batch: its changes, new drifts and new alerts (the graph)."""
 
 OnItems = Callable[[list[Decoded]], Awaitable[Any]]
 """What a source hands its decoded records to; it returns once they are stored."""

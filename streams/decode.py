@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from monitor.types import Decoded, DecodeError
 from streams.cloudtrail import decode_record, is_cloudtrail_record, iter_records
-from streams.falco import decode_alert, is_falco_alert
+from streams.falco import SourceFor, decode_alert, is_falco_alert, no_source
 
 
-def decode_document(
-    doc: Any, source_for: Callable[[str], str | None] = lambda name: None
-) -> Iterator[Decoded]:
+def decode_document(doc: Any, source_for: SourceFor = no_source) -> Iterator[Decoded]:
     """Every record in a document; a bad record yields its DecodeError and decoding goes on."""
     if isinstance(doc, dict) and "eventName" in doc:
         # One CloudTrail record, the common case (Kafka, EventBridge-less webhooks): skip the

@@ -27,6 +27,16 @@ PRIORITY_SEVERITY = {
     "debug": "low",
 }
 CLOUDTRAIL_SOURCE = "aws_cloudtrail"
+
+SourceFor = Callable[[str], str | None]
+"""The event source (e.g. `ec2.amazonaws.com`) of an event name, or None if unknown."""
+
+
+def no_source(event_name: str) -> str | None:
+    """The SourceFor that knows no event name."""
+    return None
+
+
 # The cloudtrail plugin's fields this decoder reads (rules/falco/ must output all of them).
 CT_FIELDS = frozenset(
     {
@@ -81,7 +91,7 @@ def _cloudtrail_change(
     doc: dict[str, Any],
     fields: dict[str, Any],
     when: str,
-    source_for: Callable[[str], str | None],
+    source_for: SourceFor,
 ) -> ChangeEvent:
     """The ct.* output fields as a CloudTrail record, decoded like any other."""
     name = _field(fields, "ct.name")
@@ -153,9 +163,7 @@ def _cloudtrail_change(
     return decode_record(record)
 
 
-def decode_alert(
-    doc: Any, source_for: Callable[[str], str | None] = lambda name: None
-) -> FalcoAlert | ChangeEvent:
+def decode_alert(doc: Any, source_for: SourceFor = no_source) -> FalcoAlert | ChangeEvent:
     """One Falco alert; `source_for` names the event source of a ct.name when ct.src is absent."""
     if not isinstance(doc, dict):
         raise DecodeError("not an alert", f"expected an object, got {type(doc).__name__}")

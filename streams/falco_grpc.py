@@ -22,7 +22,7 @@ import grpc.aio
 
 from monitor.clock import utc_now
 from monitor.types import Clock, Decoded, DecodeError, OnItems
-from streams.falco import decode_alert
+from streams.falco import SourceFor, decode_alert, no_source
 from streams.falco_pb import outputs_pb2, outputs_pb2_grpc, version_pb2, version_pb2_grpc
 
 log = logging.getLogger("driftline.falco_grpc")
@@ -59,10 +59,6 @@ class ConnectError(Exception):
     """The channel could not be set up (unreadable TLS file, unreachable server)."""
 
 
-def _no_source(event_name: str) -> str | None:
-    return None
-
-
 def response_to_alert(res: outputs_pb2.response) -> dict[str, Any]:
     """One gRPC `response` as the alert object Falco's json_output writes for it."""
     fields = dict(res.output_fields)
@@ -96,9 +92,7 @@ def response_to_alert(res: outputs_pb2.response) -> dict[str, Any]:
     return doc
 
 
-def decode_response(
-    res: outputs_pb2.response, source_for: Callable[[str], str | None] = _no_source
-) -> Decoded:
+def decode_response(res: outputs_pb2.response, source_for: SourceFor = no_source) -> Decoded:
     """A response decoded like any Falco alert; a bad one becomes its DecodeError, never raises."""
     try:
         return decode_alert(response_to_alert(res), source_for)
@@ -136,7 +130,7 @@ class FalcoGrpcSource:
         tls: tuple[str | Path, str | Path, str | Path] | None = None,
         insecure: bool = False,
         server_name: str | None = None,
-        source_for: Callable[[str], str | None] = _no_source,
+        source_for: SourceFor = no_source,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         batch_max: int = 500,

@@ -8,6 +8,7 @@ from typing import Any, cast
 
 from monitor.types import Decoded, DecodeError
 from streams.decode import decode_document
+from streams.falco import SourceFor, no_source
 
 FORMATS = ("cloudtrail", "falco", "k8s_audit", "gcp_audit", "azure_activity", "auto")
 # Formats whose decoders live in their own modules, imported on first use.
@@ -18,15 +19,10 @@ _LAZY_DECODERS: dict[str, str] = {
 }
 
 DocDecoder = Callable[[Any], Iterable[Decoded]]
-SourceFor = Callable[[str], str | None]
-
-
-def _no_source(name: str) -> str | None:
-    return None
 
 
 def decoder_for(
-    fmt: str, source_for: SourceFor = _no_source, cluster: str | None = None
+    fmt: str, source_for: SourceFor = no_source, cluster: str | None = None
 ) -> DocDecoder:
     """The document decoder for a format, imported on first use.
 

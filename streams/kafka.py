@@ -27,7 +27,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from monitor.types import OnItems
-from streams.formats import DocDecoder, SourceFor
+from streams.falco import SourceFor, no_source
+from streams.formats import DocDecoder
 from streams.kafka_dead import DeadLetter, DeadLetters
 from streams.kafka_feed import CannotRun, WorkerFeed
 from streams.kafka_handover import Batch, HandOver, RecordDecoder, tp_of
@@ -37,10 +38,6 @@ from streams.kafka_wire import Part
 from streams.kafka_worker import FetchWorker
 
 log = logging.getLogger("driftline.kafka")
-
-
-def _no_source(name: str) -> str | None:
-    return None
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -63,7 +60,7 @@ class KafkaSource:
         on_items: OnItems,
         *,
         dead_letter: DeadLetter | None = None,
-        source_for: SourceFor = _no_source,
+        source_for: SourceFor = no_source,
         decoders: Mapping[str, DocDecoder] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

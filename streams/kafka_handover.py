@@ -19,7 +19,8 @@ from aiokafka import TopicPartition
 
 from monitor.types import Decoded, DecodeError, OnItems, SkippedChange
 from streams.documents import Limits, decode_bytes
-from streams.formats import DocDecoder, SourceFor, decoder_for
+from streams.falco import SourceFor
+from streams.formats import DocDecoder, decoder_for
 from streams.kafka_dead import DeadLetters
 from streams.kafka_offsets import Offsets, Report
 from streams.kafka_wire import Part

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import Response
 
-from monitor.types import Decoded, DecodeError
+from monitor.types import DecodeError
 from streams.documents import InputError, Limits, decode_bytes
-from streams.formats import decoder_for
+from streams.formats import DocDecoder, decoder_for
 from web.envelope import ApiError, ok
 from web.facade import api_of
 
@@ -40,12 +37,11 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-Decoder = Callable[[Any], Iterable[Decoded]]
 # The body's size is checked as it is read (max_body_bytes); bodies are never gunzipped.
 BODY_LIMITS = Limits(max_bytes=1 << 62, unit="body", gzip=False)
 
 
-async def _ingest(request: Request, what: str, decode: Decoder | None = None) -> Response:
+async def _ingest(request: Request, what: str, decode: DocDecoder | None = None) -> Response:
     api = api_of(request)
     body = await read_body(request, api.settings.max_body_bytes)
     if not body.strip():

@@ -19,6 +19,7 @@ from monitor.clock import utc_now
 from monitor.pipeline import IngestResult
 from monitor.types import Decoded
 from streams.decode import decode_document
+from streams.falco import SourceFor
 
 Ingest = Callable[[list[Decoded]], Awaitable[IngestResult]]
 
@@ -69,9 +70,7 @@ def freshen(record: dict[str, Any], cycle: str, now: str, n: int = 0) -> dict[st
     return out
 
 
-async def replay_forever(
-    ingest: Ingest, source_for: Callable[[str], str | None], interval: float
-) -> None:
+async def replay_forever(ingest: Ingest, source_for: SourceFor, interval: float) -> None:
     """Feed the demo stream to `ingest` forever, one record every `interval` seconds."""
     records = demo_records()
     n = 0

@@ -15,10 +15,10 @@ from monitor.detect import Detector
 from monitor.hub import Hub, Message
 from monitor.lifecycle import LifecycleError
 from monitor.pipeline.publish import PendingMessage
-from monitor.pipeline.stages import Detect, IngestResult, Observe, Observer, Persist, Stage, Work
+from monitor.pipeline.stages import Detect, IngestResult, Observe, Persist, Stage, Work
 from monitor.pipeline.writer import StoreWriter
 from monitor.store import DeadLetter, Retention, StatusChange, Store, WriteBatch
-from monitor.types import Clock, Decoded
+from monitor.types import Clock, Decoded, Observer
 
 
 class Pipeline:

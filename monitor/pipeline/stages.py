@@ -10,7 +10,7 @@ publish stage (`publish.py`) runs in that same transaction so the store keeps wh
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,10 +18,16 @@ from monitor.detect import Detector
 from monitor.pipeline.publish import PendingMessage
 from monitor.pipeline.writer import StoreWriter
 from monitor.store import WriteBatch, WriteOutcome
-from monitor.types import ChangeEvent, Decoded, DecodeError, Drift, FalcoAlert, SkippedChange
+from monitor.types import (
+    ChangeEvent,
+    Decoded,
+    DecodeError,
+    Drift,
+    FalcoAlert,
+    Observer,
+    SkippedChange,
+)
 from rules.severity import RANK
-
-Observer = Callable[[list[ChangeEvent], list[Drift], list[FalcoAlert]], None]
 
 
 @dataclass
