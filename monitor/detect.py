@@ -264,6 +264,8 @@ class Detector:
     def _unmapped(self, event: ChangeEvent) -> Detection:
         """A mutating call the catalogue does not know: a coarse drift per managed resource
         its request names."""
+        if self.catalogue.is_skipped(event.event_source, event.event_name):
+            return Detection((), SkipReason.NOT_DRIFT)
         name = event.event_name
         if event.read_only is None and name.startswith(READ_PREFIXES):
             return Detection((), SkipReason.READ_ONLY)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -39,7 +38,8 @@ CATEGORIES = frozenset(
 )
 _FIELD = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
 _TYPE = re.compile(r"^[a-z][a-z0-9]*_[a-z0-9_]+$")
-_EVENT_KEYS = {"change", "resource", "id", "attributes", "category", "severity", "note"}
+_EVENT_KEYS = {"change", "resource", "id", "attributes", "category", "severity", "note", "peer"}
+_SKIP_KEYS = {"skip", "note", "peer"}
 
 
 class CatalogueError(ValueError):
@@ -84,12 +84,30 @@ class EventRule:
     attributes: tuple[AttributeRule, ...]
     category: str
     severity: str | None
+    peer_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SkipRule:
+    """A call that is deliberately not drift (start/stop, executions, ...), with the reason."""
+
+    provider: str
+    event_source: str
+    event_name: str
+    reason: str
+    peer_names: tuple[str, ...] = ()
 
 
 class Catalogue:
     """All event rules, keyed by (event source, event name)."""
 
-    def __init__(self, rules: list[EventRule], identifiers: dict[str, tuple[str, ...]]) -> None:
+    def __init__(
+        self,
+        rules: list[EventRule],
+        identifiers: dict[str, tuple[str, ...]],
+        skipped: list[SkipRule] | None = None,
+    ) -> None:
+        self.skipped = {(s.event_source, s.event_name): s for s in skipped or ()}
         self.rules: dict[tuple[str, str], EventRule] = {}
         self.by_name: dict[str, list[EventRule]] = {}
         for rule in rules:
@@ -99,6 +117,10 @@ class Catalogue:
 
     def lookup(self, event_source: str, event_name: str) -> EventRule | None:
         return self.rules.get((event_source, event_name))
+
+    def is_skipped(self, event_source: str, event_name: str) -> bool:
+        """The call is listed as deliberately not drift."""
+        return (event_source, event_name) in self.skipped
 
     def source_for(self, event_name: str) -> str | None:
         """The event source of a name that only one service uses (for alerts that omit it)."""
@@ -150,11 +172,40 @@ def _parse_attribute(where: str, field: Any, aspec: Any) -> AttributeRule:
     return AttributeRule(field, path, transform, pairs)
 
 
-def _parse_event(
+def _peer_names(where: str, spec: dict[str, Any]) -> tuple[str, ...]:
+    names = _as_tuple(spec.get("peer"))
+    if not all(isinstance(n, str) and n for n in names):
+        raise CatalogueError(f"{where}: peer must be a name or a list of names")
+    return names
+
+
+def _parse_skip(
+    where: str, provider: str, source: str, name: str, spec: dict[str, Any]
+) -> SkipRule:
+    unknown = set(spec) - _SKIP_KEYS
+    if unknown:
+        raise CatalogueError(
+            f"{where}: skip entries take only skip, note and peer: {sorted(unknown)}"
+        )
+    reason = spec["skip"]
+    if not isinstance(reason, str) or not reason.strip():
+        raise CatalogueError(f"{where}: skip needs the reason the call is not drift")
+    return SkipRule(provider, source, name, reason.strip(), _peer_names(where, spec))
+
+
+def _parse_entry(
     where: str, provider: str, source: str, category: str, name: str, spec: Any
-) -> EventRule:
+) -> EventRule | SkipRule:
     if not isinstance(spec, dict):
         raise CatalogueError(f"{where}: event {name}: expected a mapping")
+    if "skip" in spec:
+        return _parse_skip(f"{where}: event {name}", provider, source, name, spec)
+    return _parse_event(where, provider, source, category, name, spec)
+
+
+def _parse_event(
+    where: str, provider: str, source: str, category: str, name: str, spec: dict[str, Any]
+) -> EventRule:
     unknown = set(spec) - _EVENT_KEYS
     if unknown:
         raise CatalogueError(f"{where}: event {name}: unknown keys {sorted(unknown)}")
@@ -190,7 +241,8 @@ def _parse_event(
     sev = spec.get("severity")
     if sev is not None and sev not in SEVERITIES:
         raise CatalogueError(f"{where}: event {name}: unknown severity {sev!r}")
-    return EventRule(provider, source, name, change, types, id_paths, tuple(attrs), cat, sev)
+    peers = _peer_names(f"{where}: event {name}", spec)
+    return EventRule(provider, source, name, change, types, id_paths, tuple(attrs), cat, sev, peers)
 
 
 # libyaml's loader, where PyYAML was built with it: it reads the catalogue many times faster
@@ -203,7 +255,10 @@ def read_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_LOADER)
 
 
-def load_file(path: Path) -> tuple[list[EventRule], dict[str, tuple[str, ...]]]:
+FileRules = tuple[list[EventRule | SkipRule], dict[str, tuple[str, ...]]]
+
+
+def load_file(path: Path) -> FileRules:
     """Parse one catalogue file; every problem is a CatalogueError naming the file."""
     where = str(path)
     try:
@@ -230,47 +285,31 @@ def load_file(path: Path) -> tuple[list[EventRule], dict[str, tuple[str, ...]]]:
     events = doc.get("events")
     if not isinstance(events, dict) or not events:
         raise CatalogueError(f"{where}: events must be a non-empty mapping")
-    rules = [
-        _parse_event(where, provider, source, category, name, spec) for name, spec in events.items()
+    entries = [
+        _parse_entry(where, provider, source, category, name, spec) for name, spec in events.items()
     ]
-    return rules, identifiers
+    return entries, identifiers
 
 
 def load_catalogue(directory: Path | None = None) -> Catalogue:
     """Every `*.yaml` below the catalogue directory; duplicate (source, name) pairs are errors."""
     root = directory or CATALOGUE_DIR
     rules: list[EventRule] = []
+    skipped: list[SkipRule] = []
     identifiers: dict[str, tuple[str, ...]] = {}
     seen: dict[tuple[str, str], Path] = {}
     for path in sorted(root.rglob("*.yaml")):
-        file_rules, file_ids = load_file(path)
-        for rule in file_rules:
-            key = (rule.event_source, rule.event_name)
+        entries, file_ids = load_file(path)
+        for entry in entries:
+            key = (entry.event_source, entry.event_name)
             if key in seen:
                 raise CatalogueError(f"{path}: {key[1]} of {key[0]} is also in {seen[key]}")
             seen[key] = path
-        rules.extend(file_rules)
+            if isinstance(entry, SkipRule):
+                skipped.append(entry)
+            else:
+                rules.append(entry)
         for rtype, keys in file_ids.items():
             merged = identifiers.get(rtype, ())
             identifiers[rtype] = merged + tuple(k for k in keys if k not in merged)
-    return Catalogue(rules, identifiers)
-
-
-def main() -> int:
-    """`python -m rules.catalogue`: validate the catalogue and print its coverage."""
-    try:
-        cat = load_catalogue()
-    except CatalogueError as exc:
-        print(f"catalogue error: {exc}", file=sys.stderr)
-        return 2
-    services = {r.event_source for r in cat.rules.values()}
-    with_attrs = sum(1 for r in cat.rules.values() if r.attributes)
-    print(
-        f"{len(cat)} event names, {len(services)} services, "
-        f"{with_attrs} with attribute extraction, {len(cat.resource_types())} resource types"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return Catalogue(rules, identifiers, skipped)
