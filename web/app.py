@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -14,10 +15,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from web import graph, ingest, live, rest
+from monitor.auth import Permission
+from web import auth_routes, graph, ingest, live, rest
+from web.access import guard, guard_ws, guarded_stream
 from web.envelope import ApiError, JSONResponse, error
 from web.facade import Api
 from web.openapi import SPEC
+from web.security import SecurityMiddleware
+from web.sessions import Security
 
 log = logging.getLogger("driftline.web")
 
@@ -28,7 +33,9 @@ async def openapi(request: Request) -> Response:
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error(exc.code, exc.message, exc.status)
+    response = error(exc.code, exc.message, exc.status)
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -45,31 +52,79 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return error("INTERNAL_ERROR", "internal error; see the server log", 500)
 
 
+async def public_health(request: Request) -> Response:
+    """`/health` for anyone (load balancers): the status and nothing else."""
+    full = await rest.health(request)
+    status = orjson.loads(bytes(full.body))["data"]["status"]
+    return JSONResponse({"success": True, "data": {"status": status}}, full.status_code)
+
+
+R, L, IN, A, S, P = (
+    Permission.READ,
+    Permission.LIFECYCLE,
+    Permission.INGEST,
+    Permission.ADMIN,
+    Permission.SESSION,
+    Permission.PUBLIC,
+)
+
+
 def routes() -> list[Route | WebSocketRoute]:
+    """Every route with the permission it needs (web.access); writes name their audit action."""
     return [
-        Route("/health", rest.health),
-        Route("/api/v1/health", rest.health),
-        Route("/api/v1/state", rest.state_meta),
-        Route("/api/v1/state/resources", rest.state_resources),
-        Route("/api/v1/state/resources/{address:path}", rest.state_resource),
-        Route("/api/v1/events", rest.events),
-        Route("/api/v1/events/{id}", rest.event),
-        Route("/api/v1/drifts", rest.drifts),
-        Route("/api/v1/drifts/summary", rest.drift_summary),
-        Route("/api/v1/drifts/{id}", rest.drift),
-        Route("/api/v1/drifts/{id}", rest.patch_drift, methods=["PATCH"]),
-        Route("/api/v1/drifts/{id}/resolve", rest.resolve_drift, methods=["POST"]),
-        Route("/api/v1/stats", rest.stats),
-        Route("/api/v1/dead-letters", rest.dead_letters),
-        Route("/api/v1/falco/events", ingest.falco_events, methods=["POST"]),
-        Route("/api/v1/ingest/cloudtrail", ingest.cloudtrail, methods=["POST"]),
-        Route("/api/v1/ingest/k8s-audit", ingest.k8s_audit, methods=["POST"]),
-        Route("/api/v1/ingest/gcp-audit", ingest.gcp_audit, methods=["POST"]),
-        Route("/api/v1/ingest/azure-activity", ingest.azure_activity, methods=["POST"]),
-        Route("/api/v1/stream", live.stream),
-        *graph.ROUTES,
-        Route("/openapi.json", openapi),
-        WebSocketRoute("/ws", live.websocket),
+        Route("/health", guard(P, public_health)),
+        Route("/api/v1/health", guard(R, rest.health)),
+        Route("/api/v1/state", guard(R, rest.state_meta)),
+        Route("/api/v1/state/resources", guard(R, rest.state_resources)),
+        Route("/api/v1/state/resources/{address:path}", guard(R, rest.state_resource)),
+        Route("/api/v1/events", guard(R, rest.events)),
+        Route("/api/v1/events/{id}", guard(R, rest.event)),
+        Route("/api/v1/drifts", guard(R, rest.drifts)),
+        Route("/api/v1/drifts/summary", guard(R, rest.drift_summary)),
+        Route("/api/v1/drifts/{id}", guard(R, rest.drift)),
+        Route(
+            "/api/v1/drifts/{id}",
+            guard(L, rest.patch_drift, "drift.update"),
+            methods=["PATCH"],
+        ),
+        Route(
+            "/api/v1/drifts/{id}/resolve",
+            guard(L, rest.resolve_drift, "drift.resolve"),
+            methods=["POST"],
+        ),
+        Route("/api/v1/stats", guard(R, rest.stats)),
+        Route("/api/v1/dead-letters", guard(R, rest.dead_letters)),
+        *(
+            Route(path, guard(IN, handler, "ingest." + fmt), methods=["POST"])
+            for path, handler, fmt in (
+                ("/api/v1/falco/events", ingest.falco_events, "falco"),
+                ("/api/v1/ingest/cloudtrail", ingest.cloudtrail, "cloudtrail"),
+                ("/api/v1/ingest/k8s-audit", ingest.k8s_audit, "k8s_audit"),
+                ("/api/v1/ingest/gcp-audit", ingest.gcp_audit, "gcp_audit"),
+                ("/api/v1/ingest/azure-activity", ingest.azure_activity, "azure_activity"),
+            )
+        ),
+        Route("/api/v1/stream", guarded_stream(live.stream)),
+        *(Route(r.path, guard(R, r.endpoint)) for r in graph.ROUTES),
+        Route("/api/v1/auth/whoami", guard(R, auth_routes.whoami)),
+        Route("/api/v1/auth/session", guard(S, auth_routes.start_session), methods=["POST"]),
+        Route("/api/v1/auth/session", guard(S, auth_routes.end_session), methods=["DELETE"]),
+        Route("/api/v1/auth/ticket", guard(S, auth_routes.ticket), methods=["POST"]),
+        Route("/api/v1/api-keys", guard(A, auth_routes.list_keys)),
+        Route(
+            "/api/v1/api-keys",
+            guard(A, auth_routes.create_key, "api_key.create"),
+            methods=["POST"],
+        ),
+        Route(
+            "/api/v1/api-keys/{id}",
+            guard(A, auth_routes.revoke_key, "api_key.revoke"),
+            methods=["DELETE"],
+        ),
+        Route("/api/v1/audit-log", guard(A, auth_routes.audit_log)),
+        Route("/api/v1/audit-log/verify", guard(A, auth_routes.audit_verify)),
+        Route("/openapi.json", guard(R, openapi)),
+        WebSocketRoute("/ws", guard_ws(R, live.websocket)),
     ]
 
 
@@ -87,13 +142,14 @@ def create_app(api: Api) -> Starlette:
     app = Starlette(
         routes=routes(),
         middleware=[
+            Middleware(SecurityMiddleware, allowed_hosts=api.settings.allowed_hosts),
             Middleware(
                 CORSMiddleware,
                 allow_origins=api.settings.cors_origins,
-                allow_methods=["GET", "POST", "PATCH", "OPTIONS"],
+                allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
                 allow_headers=["*"],
                 expose_headers=["*"],
-            )
+            ),
         ],
         exception_handlers={
             ApiError: _api_error,
@@ -103,4 +159,6 @@ def create_app(api: Api) -> Starlette:
         lifespan=lifespan,
     )
     app.state.api = api
+    s = api.settings
+    app.state.security = Security(s.cors_origins, s.auth_failures_per_minute, s.session_hours)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from web.envelope import DRIFT_KINDS, DRIFT_STATUSES, MAX_PAGE, SEVERITIES
+from web.openapi_auth import secure
 
 PAGE = [
     {
@@ -104,7 +105,7 @@ SPEC: dict[str, Any] = {
         "/api/v1/stream); extensions are additive.",
     },
     "paths": {
-        "/health": _get("Health with per-component detail", errors=()),
+        "/health": _get("Status only, for load balancers (no credentials)", errors=()),
         "/api/v1/health": _get("Health with per-component detail", errors=()),
         "/api/v1/state": _get("Terraform state metadata", errors=()),
         "/api/v1/state/resources": _get(
@@ -326,6 +327,8 @@ SPEC: dict[str, Any] = {
                                     "INTERNAL_ERROR",
                                     "RATE_LIMIT_EXCEEDED",
                                     "UNAUTHORIZED",
+                                    "FORBIDDEN",
+                                    "UNSUPPORTED_MEDIA_TYPE",
                                     "PAYLOAD_TOO_LARGE",
                                     "METHOD_NOT_ALLOWED",
                                     "CONFLICT",
@@ -340,3 +343,5 @@ SPEC: dict[str, Any] = {
         }
     },
 }
+
+secure(SPEC)
