@@ -172,11 +172,9 @@ class AuditLog:
             where.append("at < ?")
             args.append(f.until)
         clause = (" WHERE " + " AND ".join(where)) if where else ""
-        with self.db.lock:
-            total = self.db.db.execute(f"SELECT COUNT(*) FROM audit_log{clause}", args).fetchone()[
-                0
-            ]
-            rows = self.db.db.execute(
+        with self.db.reading() as db:
+            total = db.execute(f"SELECT COUNT(*) FROM audit_log{clause}", args).fetchone()[0]
+            rows = db.execute(
                 f"SELECT {_COLS} FROM audit_log{clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
                 [*args, limit, (page - 1) * limit],
             ).fetchall()
@@ -185,8 +183,8 @@ class AuditLog:
     def _rows(self) -> Iterator[tuple[Any, ...]]:
         last = 0
         while True:
-            with self.db.lock:
-                chunk = self.db.db.execute(
+            with self.db.reading() as db:
+                chunk = db.execute(
                     f"SELECT {_COLS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT 5000",
                     (last,),
                 ).fetchall()

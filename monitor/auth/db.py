@@ -53,11 +53,26 @@ class AuthDb:
                 self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = FULL")
             self.db.executescript(SCHEMA)
+            # Key lookups on the event loop must never wait behind an audit commit's fsync:
+            # they read on a connection of their own (WAL readers do not block on writers).
+            self.reader = (
+                self.db
+                if self.path == ":memory:"
+                else sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            )
+            self.reader.execute("PRAGMA busy_timeout = 5000")
         except (OSError, sqlite3.Error) as exc:
             raise AuthDbError(
                 f"{self.path}: cannot open the access-control database: {exc}"
             ) from None
         self.lock = threading.Lock()
+        self.read_lock = self.lock if self.reader is self.db else threading.Lock()
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection for reads that does not wait for the writer."""
+        with self.read_lock:
+            yield self.reader
 
     @classmethod
     def in_dir(cls, data_dir: str | Path | None) -> AuthDb:
@@ -77,5 +92,7 @@ class AuthDb:
             self.db.execute("COMMIT")
 
     def close(self) -> None:
-        with self.lock:
+        with self.lock, self.read_lock:
+            if self.reader is not self.db:
+                self.reader.close()
             self.db.close()

@@ -126,22 +126,18 @@ class KeyStore:
         return secret, key
 
     def list(self) -> list[ApiKey]:
-        with self.db.lock:
-            rows = self.db.db.execute(f"SELECT {_COLS} FROM api_keys ORDER BY created_at, id")
+        with self.db.reading() as db:
+            rows = db.execute(f"SELECT {_COLS} FROM api_keys ORDER BY created_at, id")
             return [ApiKey(*r) for r in rows.fetchall()]
 
     def get(self, key_id: str) -> ApiKey | None:
-        with self.db.lock:
-            row = self.db.db.execute(
-                f"SELECT {_COLS} FROM api_keys WHERE id = ?", (key_id,)
-            ).fetchone()
+        with self.db.reading() as db:
+            row = db.execute(f"SELECT {_COLS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
         return ApiKey(*row) if row else None
 
     def by_hash(self, digest: str) -> ApiKey | None:
-        with self.db.lock:
-            row = self.db.db.execute(
-                f"SELECT {_COLS} FROM api_keys WHERE hash = ?", (digest,)
-            ).fetchone()
+        with self.db.reading() as db:
+            row = db.execute(f"SELECT {_COLS} FROM api_keys WHERE hash = ?", (digest,)).fetchone()
         return ApiKey(*row) if row else None
 
     def revoke(self, key_id: str) -> ApiKey:
