@@ -11,10 +11,10 @@ from typing import Any
 from monitor.clock import utc_now
 from monitor.tfstate import REDACTED, ResourceInstance, StateIndex, is_secret_name
 from monitor.types import ChangeEvent, Clock, Drift, DriftKind, SkipReason
-from rules.catalogue import Catalogue, Change, EventRule
-from rules.paths import WILDCARD, extract
+from rules.catalogue import ANY, AttributeRule, Catalogue, Change, EventRule, Target
+from rules.paths import WILDCARD, extract, render
 from rules.severity import SeverityRules
-from rules.transforms import STATE_PARSERS, TRANSFORMS, TransformError
+from rules.transforms import STATE_PARSERS, TRANSFORMS, TransformError, canon_scalar
 
 READ_PREFIXES = (
     "Get",
@@ -84,6 +84,32 @@ class Detection:
     skipped: str | None = None
 
 
+def _request_value(root: dict[str, Any], attr: AttributeRule) -> Any:
+    """What the call sets the attribute to, as the record has it; None when it does not say."""
+    if attr.fields:
+        block = {}
+        for name, path in attr.fields:
+            found = extract(root, path)
+            if found:
+                block[name] = found[0]
+        return block or None
+    if attr.path is None:
+        return attr.const
+    values = extract(root, attr.path)
+    if not values:
+        return None
+    return values if WILDCARD in attr.path else values[0]
+
+
+def _applies(root: dict[str, Any], target: Target) -> bool:
+    """The record carries the values the target's `when:` asks for."""
+    for path, want in target.when:
+        found = extract(root, path)
+        if not found or (want != ANY and canon_scalar(found[0]) != canon_scalar(want)):
+            return False
+    return True
+
+
 def drift_id(event_id: str, resource_id: str, field: str | None) -> str:
     key = f"{event_id}|{resource_id}|{field or ''}".encode()
     return "drift-" + hashlib.blake2b(key, digest_size=10).hexdigest()
@@ -146,87 +172,133 @@ class Detector:
             ids = extract(root, path)
             if ids:
                 break
-        if not ids:
+        slots: list[str | None] = [
+            str(i) for i in ids if isinstance(i, (str, int)) and not isinstance(i, bool)
+        ]
+        if len(rule.resource_types) < len(rule.targets):
+            # Targets with their own id name one resource: the event is about one thing.
+            slots = slots[:1] or [None]
+        elif not ids:
             return Detection((), SkipReason.NO_ID)
         detected_at = self.clock()
-        drifts: list[Drift] = []
-        reason = SkipReason.NO_ID
-        for raw_id in ids:
-            if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
+        drifts: dict[str, Drift] = {}
+        reason: str = SkipReason.NO_ID
+        for rid in slots:
+            found, why = self._resolve(event, rule, root, rid, detected_at)
+            for d in found:
+                drifts.setdefault(d.id, d)
+            if why:
+                reason = why
+        out = sorted(
+            drifts.values(), key=lambda d: (d.resource_address or "", d.resource_id, d.field or "")
+        )
+        return Detection(tuple(out), None if out else reason)
+
+    def _resolve(
+        self,
+        event: ChangeEvent,
+        rule: EventRule,
+        root: dict[str, Any],
+        rid: str | None,
+        detected_at: str,
+    ) -> tuple[list[Drift], str | None]:
+        """The first target the state declares for the resource `rid` (or the targets' own
+        ids) names, and what the call did to it; else what it created, or why nothing."""
+        named = rid
+        for target in rule.targets:
+            if target.when and not _applies(root, target):
                 continue
-            rid = str(raw_id)
-            inst = None
-            for rtype in rule.resource_types:
-                inst = self.index.find(rtype, rid)
-                if inst is not None:
-                    break
-            if rule.change is Change.CREATE:
-                if inst is None:
-                    drifts.append(
-                        self._drift(
-                            event,
-                            rule,
-                            DriftKind.UNMANAGED,
-                            rule.resource_types[0],
-                            rid,
-                            None,
-                            None,
-                            None,
-                            None,
-                            detected_at,
-                        )
-                    )
-                else:
-                    reason = SkipReason.IN_STATE
-            elif inst is None:
-                reason = SkipReason.NOT_IN_STATE
-            elif rule.change is Change.DELETE:
-                drifts.append(
-                    self._drift(
-                        event,
-                        rule,
-                        DriftKind.MISSING,
-                        inst.type,
-                        inst.resource_id,
-                        inst,
-                        None,
-                        None,
-                        None,
-                        detected_at,
-                    )
-                )
+            if target.shared:
+                key = rid
+                inst = None if rid is None else self.index.find(target.resource_type, rid)
             else:
-                found = self._modified(event, rule, root, inst, detected_at)
-                if found:
-                    drifts.extend(found)
-                else:
-                    reason = SkipReason.NO_CHANGE
-        drifts.sort(key=lambda d: (d.resource_address or "", d.resource_id, d.field or ""))
-        return Detection(tuple(drifts), None if drifts else reason)
+                key, inst = self._find_own(target, root)
+            if key is None:
+                continue
+            named = named or key
+            if inst is not None:
+                return self._outcome(event, rule, target, root, inst, detected_at)
+        if named is None:
+            return [], SkipReason.NO_ID
+        if rule.change is Change.CREATE or rule.unmanaged is not None:
+            rtype, rid_out = rule.targets[0].resource_type, named
+            if rule.unmanaged is not None:
+                rtype = rule.unmanaged.resource_type
+                rendered = (render(root, t) for t in rule.unmanaged.ids)
+                rid_out = next((r for r in rendered if r is not None), named)
+            kind = DriftKind.UNMANAGED
+            return [
+                self._drift(event, rule, kind, rtype, rid_out, None, None, None, None, detected_at)
+            ], None
+        return [], SkipReason.NOT_IN_STATE
+
+    def _find_own(
+        self, target: Target, root: dict[str, Any]
+    ) -> tuple[str | None, ResourceInstance | None]:
+        """A target's own key in this event (its id, or its match values) and the instance."""
+        if target.ids:
+            for template in target.ids:
+                key = render(root, template)
+                if key is not None:
+                    return key, self.index.find(target.resource_type, key)
+            return None, None
+        values = tuple(render(root, template) for _, template in target.match)
+        if None in values:
+            return None, None
+        names = tuple(name for name, _ in target.match)
+        found = self.index.find_match(target.resource_type, names, values)  # type: ignore[arg-type]
+        return "/".join(values), found  # type: ignore[arg-type]
+
+    def _outcome(
+        self,
+        event: ChangeEvent,
+        rule: EventRule,
+        target: Target,
+        root: dict[str, Any],
+        inst: ResourceInstance,
+        detected_at: str,
+    ) -> tuple[list[Drift], str | None]:
+        if target.change is Change.CREATE:
+            return [], SkipReason.IN_STATE
+        if target.change is Change.DELETE:
+            kind = DriftKind.MISSING
+            return [
+                self._drift(
+                    event,
+                    rule,
+                    kind,
+                    inst.type,
+                    inst.resource_id,
+                    inst,
+                    None,
+                    None,
+                    None,
+                    detected_at,
+                )
+            ], None
+        found = self._modified(event, rule, target.attributes, root, inst, detected_at)
+        return found, None if found else SkipReason.NO_CHANGE
 
     def _modified(
         self,
         event: ChangeEvent,
         rule: EventRule,
+        attributes: tuple[AttributeRule, ...],
         root: dict[str, Any],
         inst: ResourceInstance,
         detected_at: str,
     ) -> list[Drift]:
         drifts: list[Drift] = []
         extracted = False
-        attributes = inst.attributes
-        for attr in rule.attributes:
-            if attr.field.split(".", 1)[0] not in attributes:
+        state = inst.attributes
+        for attr in attributes:
+            if attr.field.split(".", 1)[0] not in state:
                 # This state (resource type or provider version) does not hold the
                 # attribute: nothing to compare against, so no claim about it.
                 continue
-            if attr.path is None:
-                new_raw: Any = attr.const
-            else:
-                values = extract(root, attr.path)
-                if not values:
-                    continue
-                new_raw = values if WILDCARD in attr.path else values[0]
+            new_raw = _request_value(root, attr)
+            if new_raw is None:
+                continue
             if attr.mapping:
                 table = dict(attr.mapping)
                 new_raw = table.get(str(new_raw), new_raw)

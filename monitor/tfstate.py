@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from rules.transforms import canon_key
+
 SUPPORTED_VERSION = 4
 REDACTED = "(sensitive)"
 _SECRET = re.compile(
@@ -321,7 +323,12 @@ class StateIndex:
         self.by_key: dict[tuple[str, str], ResourceInstance] = {}
         self.by_value: dict[str, list[ResourceInstance]] = {}
         self.by_address: dict[str, ResourceInstance] = {}
+        self.by_type: dict[str, list[ResourceInstance]] = {}
         self.resources: list[ResourceInstance] = []
+        # (type, attribute names) -> canonical values -> instance, built on first use.
+        self._composite: dict[
+            tuple[str, tuple[str, ...]], dict[tuple[str | None, ...], ResourceInstance]
+        ] = {}
         for state in self.states:
             for inst in state.managed:
                 self._add(inst)
@@ -332,6 +339,7 @@ class StateIndex:
             address = f"{inst.state_path}:{address}"
         self.by_address[address] = inst
         self.resources.append(inst)
+        self.by_type.setdefault(inst.type, []).append(inst)
         attrs = inst.attributes
         keys = ("id", "arn", *self.identifiers.get(inst.type, self.DEFAULT_KEYS))
         for key in keys:
@@ -350,6 +358,22 @@ class StateIndex:
             tail = value.rsplit("/", 1)[-1] if "/" in value else value.rsplit(":", 1)[-1]
             hit = self.by_key.get((rtype, tail))
         return hit
+
+    def find_match(
+        self, rtype: str, names: tuple[str, ...], values: tuple[str, ...]
+    ) -> ResourceInstance | None:
+        """The instance of `rtype` whose attributes `names` hold `values` (compared canonically:
+        "true" = true, "22" = 22, CIDR forms)."""
+        table = self._composite.get((rtype, names))
+        if table is None:
+            table = {}
+            for inst in self.by_type.get(rtype, ()):
+                key = tuple(canon_key(inst.attributes.get(n)) for n in names)
+                table.setdefault(key, inst)
+            # Built once per (type, names) over an immutable index; a concurrent first use
+            # builds the same table, so the race is harmless.
+            self._composite[(rtype, names)] = table
+        return table.get(tuple(canon_key(v) for v in values))
 
     def find_any(self, value: str) -> list[ResourceInstance]:
         return self.by_value.get(value, [])

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from rules.paths import PathError, parse_path
+from rules.paths import WILDCARD, PathError, RecordPath, Template, parse_path, parse_template
 from rules.transforms import TRANSFORMS
 
 CATALOGUE_DIR = Path(__file__).parent / "catalogue"
@@ -38,7 +38,19 @@ CATEGORIES = frozenset(
 )
 _FIELD = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
 _TYPE = re.compile(r"^[a-z][a-z0-9]*_[a-z0-9_]+$")
-_EVENT_KEYS = {"change", "resource", "id", "attributes", "category", "severity", "note", "peer"}
+_EVENT_KEYS = {
+    "change",
+    "resource",
+    "id",
+    "attributes",
+    "category",
+    "severity",
+    "note",
+    "peer",
+    "unmanaged",
+}
+_TARGET_KEYS = {"type", "id", "match", "when", "change", "attributes", "note"}
+ANY = "*"  # a `when:` value: the path reaches something
 _SKIP_KEYS = {"skip", "note", "peer"}
 
 
@@ -67,10 +79,40 @@ class Change(StrEnum):
 @dataclass(frozen=True, slots=True)
 class AttributeRule:
     field: str
-    path: tuple[str | int | None, ...] | None  # None: the call always sets `const`
+    path: RecordPath | None  # None: the call always sets `const` (or builds a block from `fields`)
     transform: str
     mapping: tuple[tuple[str, Any], ...] | None
     const: Any = None
+    fields: tuple[tuple[str, RecordPath], ...] = ()  # `from: {name: path, ...}`: a block
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One resource an event may change; an event's targets are tried in order against the
+    state and the first one the state declares is the one the drift is about."""
+
+    resource_type: str
+    change: Change
+    # How the event names it: its own id templates (first rendered wins), or state attributes
+    # matched against templates; with neither, the entry's id paths (which may fan out).
+    ids: tuple[Template, ...]
+    match: tuple[tuple[str, Template], ...]
+    attributes: tuple[AttributeRule, ...]
+    # Record values the call must carry for this target to apply (SetTopicAttributes' Policy).
+    when: tuple[tuple[RecordPath, Any], ...] = ()
+
+    @property
+    def shared(self) -> bool:
+        """Named by the entry's id paths rather than its own."""
+        return not self.ids and not self.match
+
+
+@dataclass(frozen=True, slots=True)
+class Unmanaged:
+    """What a call creates when the state declares none of its targets."""
+
+    resource_type: str
+    ids: tuple[Template, ...]  # the first one the record fills; none: the id the event names
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +121,27 @@ class EventRule:
     event_source: str
     event_name: str
     change: Change
-    resource_types: tuple[str, ...]
-    id_paths: tuple[tuple[str | int | None, ...], ...]
-    attributes: tuple[AttributeRule, ...]
+    resource_types: tuple[str, ...]  # the targets named by the entry's id paths
+    id_paths: tuple[RecordPath, ...]
+    attributes: tuple[AttributeRule, ...]  # those targets' attributes
     category: str
     severity: str | None
     peer_names: tuple[str, ...] = ()
+    targets: tuple[Target, ...] = ()
+    unmanaged: Unmanaged | None = None
+
+    @property
+    def all_types(self) -> tuple[str, ...]:
+        """Every type the event may be reported on, most specific first."""
+        types = [t.resource_type for t in self.targets]
+        if self.unmanaged:
+            types.append(self.unmanaged.resource_type)
+        return tuple(dict.fromkeys(types))
+
+    @property
+    def has_attributes(self) -> bool:
+        """Some target extracts attribute values."""
+        return any(t.attributes for t in self.targets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +187,7 @@ class Catalogue:
         return None
 
     def resource_types(self) -> set[str]:
-        return {t for r in self.rules.values() for t in r.resource_types}
+        return {t for r in self.rules.values() for t in r.all_types}
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -164,11 +221,15 @@ def _parse_attribute(where: str, field: Any, aspec: Any) -> AttributeRule:
         raise CatalogueError(f"{where}: map must be a mapping")
     if "const" in aspec:
         return AttributeRule(field, None, transform, None, aspec["const"])
+    pairs = tuple(sorted((str(k), v) for k, v in mapping.items())) if mapping else None
+    source = aspec["from"]
     try:
-        path = parse_path(aspec["from"])
+        if isinstance(source, dict):
+            fields = tuple((str(k), parse_path(v)) for k, v in source.items())
+            return AttributeRule(field, None, transform, pairs, None, fields)
+        path = parse_path(source)
     except PathError as exc:
         raise CatalogueError(f"{where}: {exc}") from None
-    pairs = tuple(sorted((str(k), v) for k, v in mapping.items())) if mapping else None
     return AttributeRule(field, path, transform, pairs)
 
 
@@ -203,46 +264,131 @@ def _parse_entry(
     return _parse_event(where, provider, source, category, name, spec)
 
 
+def _check_type(where: str, provider: str, rtype: Any) -> str:
+    if (
+        not isinstance(rtype, str)
+        or not _TYPE.match(rtype)
+        or not rtype.startswith(PROVIDER_PREFIX[provider])
+    ):
+        raise CatalogueError(f"{where}: bad resource type {rtype!r}")
+    return rtype
+
+
+def _parse_change(where: str, raw: Any) -> Change:
+    try:
+        return Change(str(raw))
+    except ValueError:
+        raise CatalogueError(f"{where}: change must be modify, create or delete") from None
+
+
+def _parse_attributes(where: str, raw: Any, change: Change) -> tuple[AttributeRule, ...]:
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise CatalogueError(f"{where}: attributes must be a mapping")
+    if raw and change is not Change.MODIFY:
+        raise CatalogueError(f"{where}: attributes only apply to change: modify")
+    return tuple(_parse_attribute(where, f, a) for f, a in raw.items())
+
+
+def _templates(where: str, raw: Any) -> tuple[Template, ...]:
+    try:
+        return tuple(parse_template(t) for t in _as_tuple(raw))
+    except PathError as exc:
+        raise CatalogueError(f"{where}: {exc}") from None
+
+
+def _parse_target(where: str, provider: str, spec: Any, change: Change) -> Target:
+    """One mapping of a `resource:` list: a type with its own id or match, change, attributes."""
+    if not isinstance(spec, dict):
+        raise CatalogueError(f"{where}: a resource is a type or a mapping with type")
+    unknown = set(spec) - _TARGET_KEYS
+    if unknown:
+        raise CatalogueError(f"{where}: unknown keys {sorted(unknown)}")
+    rtype = _check_type(where, provider, spec.get("type"))
+    where = f"{where}: {rtype}"
+    own_change = _parse_change(where, spec["change"]) if "change" in spec else change
+    raw_match = spec.get("match") or {}
+    if not isinstance(raw_match, dict) or not all(
+        isinstance(k, str) and _FIELD.match(k) for k in raw_match
+    ):
+        raise CatalogueError(f"{where}: match maps state attribute names to templates")
+    match = tuple((k, _templates(where, v)[0]) for k, v in raw_match.items())
+    ids = _templates(where, spec.get("id"))
+    if ids and match:
+        raise CatalogueError(f"{where}: give id or match, not both")
+    attrs = _parse_attributes(where, spec.get("attributes"), own_change)
+    raw_when = spec.get("when") or {}
+    if not isinstance(raw_when, dict):
+        raise CatalogueError(f"{where}: when maps record paths to values")
+    try:
+        when = tuple((parse_path(k), v) for k, v in raw_when.items())
+    except PathError as exc:
+        raise CatalogueError(f"{where}: when: {exc}") from None
+    return Target(rtype, own_change, ids, match, attrs, when)
+
+
+def _parse_unmanaged(where: str, provider: str, raw: Any, change: Change) -> Unmanaged | None:
+    if raw is None:
+        return None
+    if change is Change.DELETE:
+        raise CatalogueError(f"{where}: unmanaged does not apply to change: delete")
+    spec = {"type": raw} if isinstance(raw, str) else raw
+    if not isinstance(spec, dict) or set(spec) - {"type", "id"}:
+        raise CatalogueError(f"{where}: unmanaged is a type or {{type, id}}")
+    rtype = _check_type(f"{where}: unmanaged", provider, spec.get("type"))
+    return Unmanaged(rtype, _templates(f"{where}: unmanaged", spec.get("id")))
+
+
 def _parse_event(
     where: str, provider: str, source: str, category: str, name: str, spec: dict[str, Any]
 ) -> EventRule:
+    where = f"{where}: event {name}"
     unknown = set(spec) - _EVENT_KEYS
     if unknown:
-        raise CatalogueError(f"{where}: event {name}: unknown keys {sorted(unknown)}")
+        raise CatalogueError(f"{where}: unknown keys {sorted(unknown)}")
+    change = _parse_change(where, spec.get("change"))
+    listed = _as_tuple(spec.get("resource"))
+    if not listed:
+        raise CatalogueError(f"{where}: resource is required")
+    attrs = _parse_attributes(where, spec.get("attributes"), change)
+    targets = tuple(
+        _parse_target(where, provider, t, change)
+        if isinstance(t, dict)
+        else Target(_check_type(where, provider, t), change, (), (), attrs)
+        for t in listed
+    )
+    shared = tuple(t.resource_type for t in targets if t.shared)
     try:
-        change = Change(str(spec.get("change")))
-    except ValueError:
-        raise CatalogueError(
-            f"{where}: event {name}: change must be modify, create or delete"
-        ) from None
-    types = _as_tuple(spec.get("resource"))
-    if not types:
-        raise CatalogueError(f"{where}: event {name}: resource is required")
-    prefix = PROVIDER_PREFIX[provider]
-    for t in types:
-        if not isinstance(t, str) or not _TYPE.match(t) or not t.startswith(prefix):
-            raise CatalogueError(f"{where}: event {name}: bad resource type {t!r}")
-    ids = _as_tuple(spec.get("id"))
-    if not ids:
-        raise CatalogueError(f"{where}: event {name}: id (one or more paths) is required")
-    try:
-        id_paths = tuple(parse_path(p) for p in ids)
+        id_paths = tuple(parse_path(p) for p in _as_tuple(spec.get("id")))
     except PathError as exc:
-        raise CatalogueError(f"{where}: event {name}: id: {exc}") from None
-    raw_attrs = spec.get("attributes") or {}
-    if not isinstance(raw_attrs, dict):
-        raise CatalogueError(f"{where}: event {name}: attributes must be a mapping")
-    if raw_attrs and change is not Change.MODIFY:
-        raise CatalogueError(f"{where}: event {name}: attributes only apply to change: modify")
-    attrs = [_parse_attribute(f"{where}: event {name}", f, a) for f, a in raw_attrs.items()]
+        raise CatalogueError(f"{where}: id: {exc}") from None
+    if shared and not id_paths:
+        raise CatalogueError(f"{where}: id (one or more paths) is required")
+    if len(shared) < len(targets) and any(WILDCARD in p for p in id_paths):
+        # A target with its own id names one resource; a fan-out would pair it with many.
+        raise CatalogueError(f"{where}: id cannot fan out ([*]) next to targets with their own id")
     cat = spec.get("category", category)
     if cat not in CATEGORIES:
-        raise CatalogueError(f"{where}: event {name}: unknown category {cat!r}")
+        raise CatalogueError(f"{where}: unknown category {cat!r}")
     sev = spec.get("severity")
     if sev is not None and sev not in SEVERITIES:
-        raise CatalogueError(f"{where}: event {name}: unknown severity {sev!r}")
-    peers = _peer_names(f"{where}: event {name}", spec)
-    return EventRule(provider, source, name, change, types, id_paths, tuple(attrs), cat, sev, peers)
+        raise CatalogueError(f"{where}: unknown severity {sev!r}")
+    peers = _peer_names(where, spec)
+    unmanaged = _parse_unmanaged(where, provider, spec.get("unmanaged"), change)
+    return EventRule(
+        provider,
+        source,
+        name,
+        change,
+        shared,
+        id_paths,
+        attrs,
+        cat,
+        sev,
+        peers,
+        targets,
+        unmanaged,
+    )
 
 
 # libyaml's loader, where PyYAML was built with it: it reads the catalogue many times faster

@@ -84,3 +84,54 @@ def _walk(node: Any, tokens: tuple[str | int | None, ...], i: int) -> Iterator[A
         i += 1
     if node is not None:
         yield node
+
+
+RecordPath = tuple[str | int | None, ...]
+# A template's parts: literal text, or a path whose first value is put in its place.
+Template = tuple[str | RecordPath, ...]
+_FIELD_REF = re.compile(r"\{([^{}]+)\}")
+
+
+def parse_template(text: str) -> Template:
+    """`{requestParameters.roleName}:{requestParameters.policyName}`, or a bare path, as parts.
+
+    Templates compose the ids Terraform builds from several request values (`role:name`);
+    a fan-out (`[*]`) has no single value to put in place, so it is refused.
+    """
+    if not isinstance(text, str) or not text:
+        raise PathError(f"template must be a non-empty string, got {text!r}")
+    if "{" not in text:
+        parts: list[str | RecordPath] = [parse_path(text)]
+    else:
+        parts = []
+        pos = 0
+        for m in _FIELD_REF.finditer(text):
+            if m.start() > pos:
+                parts.append(text[pos : m.start()])
+            parts.append(parse_path(m.group(1)))
+            pos = m.end()
+        if pos < len(text):
+            parts.append(text[pos:])
+        if any(isinstance(p, str) and ("{" in p or "}" in p) for p in parts):
+            raise PathError(f"unbalanced braces in template {text!r}")
+    if any(isinstance(p, tuple) and WILDCARD in p for p in parts):
+        raise PathError(f"a template takes single values, not [*]: {text!r}")
+    return tuple(parts)
+
+
+def render(root: dict[str, Any], template: Template) -> str | None:
+    """The template's text for this record, or None when one of its paths reaches nothing."""
+    out: list[str] = []
+    for part in template:
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        found = extract(root, part)
+        value = found[0] if found else None
+        if isinstance(value, bool):
+            out.append("true" if value else "false")
+        elif isinstance(value, (str, int, float)) and value != "":
+            out.append(str(value))
+        else:
+            return None
+    return "".join(out)
