@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from monitor.clock import utc_now
-from monitor.tfstate import REDACTED, ResourceInstance, StateIndex, is_secret_name
-from monitor.types import ChangeEvent, Clock, Drift, DriftKind, SkipReason
-from rules.catalogue import ANY, AttributeRule, Catalogue, Change, EventRule, Target
-from rules.paths import WILDCARD, extract, render
+from monitor.drifts import DriftFactory
+from monitor.targets import TargetResolver
+from monitor.tfstate import ResourceInstance, StateIndex
+from monitor.types import ChangeEvent, Clock, Drift, SkipReason
+from rules.catalogue import Catalogue
+from rules.paths import extract
 from rules.severity import SeverityRules
-from rules.transforms import STATE_PARSERS, TRANSFORMS, TransformError, canon_scalar
 
 READ_PREFIXES = (
     "Get",
@@ -84,37 +83,6 @@ class Detection:
     skipped: str | None = None
 
 
-def _request_value(root: dict[str, Any], attr: AttributeRule) -> Any:
-    """What the call sets the attribute to, as the record has it; None when it does not say."""
-    if attr.fields:
-        block = {}
-        for name, path in attr.fields:
-            found = extract(root, path)
-            if found:
-                block[name] = found[0]
-        return block or None
-    if attr.path is None:
-        return attr.const
-    values = extract(root, attr.path)
-    if not values:
-        return None
-    return values if WILDCARD in attr.path else values[0]
-
-
-def _applies(root: dict[str, Any], target: Target) -> bool:
-    """The record carries the values the target's `when:` asks for."""
-    for path, want in target.when:
-        found = extract(root, path)
-        if not found or (want != ANY and canon_scalar(found[0]) != canon_scalar(want)):
-            return False
-    return True
-
-
-def drift_id(event_id: str, resource_id: str, field: str | None) -> str:
-    key = f"{event_id}|{resource_id}|{field or ''}".encode()
-    return "drift-" + hashlib.blake2b(key, digest_size=10).hexdigest()
-
-
 class Detector:
     """Judges change events against the declared state. Holds no mutable state."""
 
@@ -131,6 +99,8 @@ class Detector:
         self.index = index
         self.apply_principals = frozenset(apply_principals)
         self.clock = clock
+        self.drifts = DriftFactory(severity)
+        self.targets = TargetResolver(index, self.drifts)
 
     def with_index(self, index: StateIndex) -> Detector:
         """The same rules over a new state (after a reload)."""
@@ -184,7 +154,7 @@ class Detector:
         drifts: dict[str, Drift] = {}
         reason: str = SkipReason.NO_ID
         for rid in slots:
-            found, why = self._resolve(event, rule, root, rid, detected_at)
+            found, why = self.targets.resolve(event, rule, root, rid, detected_at)
             for d in found:
                 drifts.setdefault(d.id, d)
             if why:
@@ -193,145 +163,6 @@ class Detector:
             drifts.values(), key=lambda d: (d.resource_address or "", d.resource_id, d.field or "")
         )
         return Detection(tuple(out), None if out else reason)
-
-    def _resolve(
-        self,
-        event: ChangeEvent,
-        rule: EventRule,
-        root: dict[str, Any],
-        rid: str | None,
-        detected_at: str,
-    ) -> tuple[list[Drift], str | None]:
-        """The first target the state declares for the resource `rid` (or the targets' own
-        ids) names, and what the call did to it; else what it created, or why nothing."""
-        named = rid
-        for target in rule.targets:
-            if target.when and not _applies(root, target):
-                continue
-            if target.shared:
-                key = rid
-                inst = None if rid is None else self.index.find(target.resource_type, rid)
-            else:
-                key, inst = self._find_own(target, root)
-            if key is None:
-                continue
-            named = named or key
-            if inst is not None:
-                return self._outcome(event, rule, target, root, inst, detected_at)
-        if named is None:
-            return [], SkipReason.NO_ID
-        if rule.change is Change.CREATE or rule.unmanaged is not None:
-            rtype, rid_out = rule.targets[0].resource_type, named
-            if rule.unmanaged is not None:
-                rtype = rule.unmanaged.resource_type
-                rendered = (render(root, t) for t in rule.unmanaged.ids)
-                rid_out = next((r for r in rendered if r is not None), named)
-            kind = DriftKind.UNMANAGED
-            return [
-                self._drift(event, rule, kind, rtype, rid_out, None, None, None, None, detected_at)
-            ], None
-        return [], SkipReason.NOT_IN_STATE
-
-    def _find_own(
-        self, target: Target, root: dict[str, Any]
-    ) -> tuple[str | None, ResourceInstance | None]:
-        """A target's own key in this event (its id, or its match values) and the instance."""
-        if target.ids:
-            for template in target.ids:
-                key = render(root, template)
-                if key is not None:
-                    return key, self.index.find(target.resource_type, key)
-            return None, None
-        values = tuple(render(root, template) for _, template in target.match)
-        if None in values:
-            return None, None
-        names = tuple(name for name, _ in target.match)
-        found = self.index.find_match(target.resource_type, names, values)  # type: ignore[arg-type]
-        return "/".join(values), found  # type: ignore[arg-type]
-
-    def _outcome(
-        self,
-        event: ChangeEvent,
-        rule: EventRule,
-        target: Target,
-        root: dict[str, Any],
-        inst: ResourceInstance,
-        detected_at: str,
-    ) -> tuple[list[Drift], str | None]:
-        if target.change is Change.CREATE:
-            return [], SkipReason.IN_STATE
-        if target.change is Change.DELETE:
-            kind = DriftKind.MISSING
-            return [
-                self._drift(
-                    event,
-                    rule,
-                    kind,
-                    inst.type,
-                    inst.resource_id,
-                    inst,
-                    None,
-                    None,
-                    None,
-                    detected_at,
-                )
-            ], None
-        found = self._modified(event, rule, target.attributes, root, inst, detected_at)
-        return found, None if found else SkipReason.NO_CHANGE
-
-    def _modified(
-        self,
-        event: ChangeEvent,
-        rule: EventRule,
-        attributes: tuple[AttributeRule, ...],
-        root: dict[str, Any],
-        inst: ResourceInstance,
-        detected_at: str,
-    ) -> list[Drift]:
-        drifts: list[Drift] = []
-        extracted = False
-        state = inst.attributes
-        for attr in attributes:
-            if attr.field.split(".", 1)[0] not in state:
-                # This state (resource type or provider version) does not hold the
-                # attribute: nothing to compare against, so no claim about it.
-                continue
-            new_raw = _request_value(root, attr)
-            if new_raw is None:
-                continue
-            if attr.mapping:
-                table = dict(attr.mapping)
-                new_raw = table.get(str(new_raw), new_raw)
-            make, canon = TRANSFORMS[attr.transform]
-            old = inst.value(attr.field)
-            parser = STATE_PARSERS.get(attr.transform)
-            if parser is not None:
-                with contextlib.suppress(TransformError):
-                    old = parser(old)
-            try:
-                new = make(new_raw, old)
-                differs = canon(new) != canon(old)
-            except TransformError:
-                continue
-            extracted = True
-            if differs:
-                drifts.append(
-                    self._drift(
-                        event,
-                        rule,
-                        DriftKind.MODIFIED,
-                        inst.type,
-                        inst.resource_id,
-                        inst,
-                        attr.field,
-                        old,
-                        new,
-                        detected_at,
-                    )
-                )
-        if not extracted:
-            drifts.append(self._coarse(event, rule, inst, detected_at))
-        return drifts
 
     def _unmapped(self, event: ChangeEvent) -> Detection:
         """A mutating call the catalogue does not know: a coarse drift per managed resource
@@ -354,64 +185,7 @@ class Detector:
         if not seen:
             return Detection((), SkipReason.UNMAPPED)
         detected_at = self.clock()
-        drifts = [self._coarse(event, None, inst, detected_at) for _, inst in sorted(seen.items())]
+        drifts = [
+            self.drifts.coarse(event, None, inst, detected_at) for _, inst in sorted(seen.items())
+        ]
         return Detection(tuple(drifts))
-
-    def _coarse(
-        self, event: ChangeEvent, rule: EventRule | None, inst: ResourceInstance, detected_at: str
-    ) -> Drift:
-        """A change to a managed resource known only coarsely: no field, no values."""
-        kind = DriftKind.MODIFIED
-        return self._drift(
-            event, rule, kind, inst.type, inst.resource_id, inst, None, None, None, detected_at
-        )
-
-    def _drift(
-        self,
-        event: ChangeEvent,
-        rule: EventRule | None,
-        kind: DriftKind,
-        rtype: str,
-        rid: str,
-        inst: ResourceInstance | None,
-        field: str | None,
-        old: Any,
-        new: Any,
-        detected_at: str,
-    ) -> Drift:
-        if (
-            field is not None
-            and inst is not None
-            and (inst.is_sensitive(field) or is_secret_name(field))
-        ):
-            old = REDACTED if old is not None else None
-            new = REDACTED if new is not None else None
-        category = rule.category if rule else "other"
-        event_key = f"{event.event_source}:{event.event_name}"
-        if rule and rule.severity and event_key not in self.severity.events:
-            severity = rule.severity
-        else:
-            severity = self.severity.rate(category, field, kind.value, event_key)
-        return Drift(
-            id=drift_id(event.event_id, rid, field),
-            kind=kind,
-            severity=severity,
-            category=category,
-            provider=rule.provider if rule else event.provider,
-            account_id=event.account_id,
-            region=event.region,
-            resource_type=rtype,
-            resource_id=rid,
-            resource_address=inst.address if inst else None,
-            field=field,
-            old_value=old,
-            new_value=new,
-            event_id=event.event_id,
-            event_name=event.event_name,
-            event_source=event.event_source,
-            event_time=event.event_time,
-            detected_at=detected_at,
-            actor=event.actor,
-            source_ip=event.source_ip,
-            user_agent=event.user_agent,
-        )
