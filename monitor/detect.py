@@ -11,8 +11,8 @@ from monitor.drifts import DriftFactory
 from monitor.targets import TargetResolver
 from monitor.tfstate import ResourceInstance, StateIndex
 from monitor.types import ChangeEvent, Clock, Drift, SkipReason
-from rules.catalogue import Catalogue
-from rules.paths import extract
+from rules.catalogue import Catalogue, EventRule
+from rules.paths import EACH, extract
 from rules.severity import SeverityRules
 
 READ_PREFIXES = (
@@ -83,6 +83,32 @@ class Detection:
     skipped: str | None = None
 
 
+def _fan_out(rule: EventRule, root: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    """The record once, or once per item of the entry's `each:` (the item as `each`)."""
+    for path in rule.each:
+        items = extract(root, path)
+        if items:
+            return [{**root, EACH: item} for item in items]
+    return (root,)
+
+
+def _slots(rule: EventRule, root: dict[str, Any]) -> list[str | None]:
+    """The resource ids the entry's id paths name (none: the targets' own ids name it)."""
+    ids: list[Any] = []
+    for path in rule.id_paths:
+        ids = extract(root, path)
+        if ids:
+            break
+    slots: list[str | None] = [
+        str(i) for i in ids if isinstance(i, (str, int)) and not isinstance(i, bool)
+    ]
+    if len(rule.resource_types) < len(rule.targets):
+        # Targets with their own id name one resource: one pass (per `each:` item) is about
+        # one thing.
+        return slots[:1] or [None]
+    return slots
+
+
 class Detector:
     """Judges change events against the declared state. Holds no mutable state."""
 
@@ -137,28 +163,18 @@ class Detector:
         if rule is None:
             return self._unmapped(event)
         root = event.root()
-        ids: list[Any] = []
-        for path in rule.id_paths:
-            ids = extract(root, path)
-            if ids:
-                break
-        slots: list[str | None] = [
-            str(i) for i in ids if isinstance(i, (str, int)) and not isinstance(i, bool)
-        ]
-        if len(rule.resource_types) < len(rule.targets):
-            # Targets with their own id name one resource: the event is about one thing.
-            slots = slots[:1] or [None]
-        elif not ids:
-            return Detection((), SkipReason.NO_ID)
-        detected_at = self.clock()
         drifts: dict[str, Drift] = {}
         reason: str = SkipReason.NO_ID
-        for rid in slots:
-            found, why = self.targets.resolve(event, rule, root, rid, detected_at)
-            for d in found:
-                drifts.setdefault(d.id, d)
-            if why:
-                reason = why
+        detected_at: str | None = None
+        for item in _fan_out(rule, root):
+            for rid in _slots(rule, item):
+                if detected_at is None:
+                    detected_at = self.clock()
+                found, why = self.targets.resolve(event, rule, item, rid, detected_at)
+                for d in found:
+                    drifts.setdefault(d.id, d)
+                if why:
+                    reason = why
         out = sorted(
             drifts.values(), key=lambda d: (d.resource_address or "", d.resource_id, d.field or "")
         )

@@ -9,8 +9,8 @@ from monitor.drifts import DriftFactory
 from monitor.tfstate import ResourceInstance, StateIndex
 from monitor.types import ChangeEvent, Drift, DriftKind, SkipReason
 from rules.catalogue import EventRule
-from rules.paths import WILDCARD, extract, render
-from rules.targets import ANY, AttributeRule, Change, Target
+from rules.paths import WILDCARD, Template, extract, render
+from rules.targets import ANY, AttributeRule, Change, Target, When
 from rules.transforms import STATE_PARSERS, TRANSFORMS, TransformError, canon_scalar
 
 Outcome = tuple[list[Drift], str | None]  # the drifts, or why there are none
@@ -33,13 +33,29 @@ def _request_value(root: dict[str, Any], attr: AttributeRule) -> Any:
     return values if WILDCARD in attr.path else values[0]
 
 
-def _applies(root: dict[str, Any], target: Target) -> bool:
-    """The record carries the values the target's `when:` asks for."""
-    for path, want in target.when:
+def _applies(root: dict[str, Any], when: When) -> bool:
+    """The record carries the values a `when:` asks for."""
+    for path, want in when:
         found = extract(root, path)
-        if not found or (want != ANY and canon_scalar(found[0]) != canon_scalar(want)):
+        if not found:
+            return False
+        if want == ANY:
+            continue
+        have = canon_scalar(found[0])
+        if isinstance(want, tuple):
+            if have not in {canon_scalar(w) for w in want}:
+                return False
+        elif have != canon_scalar(want):
             return False
     return True
+
+
+def _first_rendered(root: dict[str, Any], templates: tuple[Template, ...]) -> str | None:
+    for template in templates:
+        text = render(root, template)
+        if text is not None:
+            return text
+    return None
 
 
 class TargetResolver:
@@ -63,7 +79,7 @@ class TargetResolver:
         ids) names, and what the call did to it; else what it created, or why nothing."""
         named = rid
         for target in rule.targets:
-            if target.when and not _applies(root, target):
+            if target.when and not _applies(root, target.when):
                 continue
             if target.shared:
                 key = rid
@@ -75,21 +91,24 @@ class TargetResolver:
             named = named or key
             if inst is not None:
                 return self._outcome(event, rule, target, root, inst, detected_at)
+        unmanaged = rule.unmanaged
+        if unmanaged is not None and (not unmanaged.when or _applies(root, unmanaged.when)):
+            rid_out = _first_rendered(root, unmanaged.ids) or named
+            if rid_out is not None:
+                return self._unmanaged(event, rule, unmanaged.resource_type, rid_out, detected_at)
         if named is None:
             return [], SkipReason.NO_ID
-        if rule.change is Change.CREATE or rule.unmanaged is not None:
-            rtype, rid_out = rule.targets[0].resource_type, named
-            if rule.unmanaged is not None:
-                rtype = rule.unmanaged.resource_type
-                rendered = (render(root, t) for t in rule.unmanaged.ids)
-                rid_out = next((r for r in rendered if r is not None), named)
-            kind = DriftKind.UNMANAGED
-            return [
-                self.drifts.make(
-                    event, rule, kind, rtype, rid_out, None, None, None, None, detected_at
-                )
-            ], None
+        if rule.change is Change.CREATE and unmanaged is None:
+            return self._unmanaged(event, rule, rule.targets[0].resource_type, named, detected_at)
         return [], SkipReason.NOT_IN_STATE
+
+    def _unmanaged(
+        self, event: ChangeEvent, rule: EventRule, rtype: str, rid: str, detected_at: str
+    ) -> Outcome:
+        kind = DriftKind.UNMANAGED
+        return [
+            self.drifts.make(event, rule, kind, rtype, rid, None, None, None, None, detected_at)
+        ], None
 
     def _find_own(
         self, target: Target, root: dict[str, Any]
@@ -117,6 +136,13 @@ class TargetResolver:
         inst: ResourceInstance,
         detected_at: str,
     ) -> Outcome:
+        if target.creates:
+            # The declared sibling shows how this resource's kind is managed; the call added
+            # one more that no state declares.
+            rid = _first_rendered(root, target.creates)
+            if rid is None:
+                return [], SkipReason.NO_ID
+            return self._unmanaged(event, rule, target.resource_type, rid, detected_at)
         if target.change is Change.CREATE:
             return [], SkipReason.IN_STATE
         if target.change is Change.DELETE:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -310,6 +311,20 @@ def load_states(paths: Iterable[str | Path]) -> list[TfState]:
     return [load_state_file(p) for p in state_files(paths)]
 
 
+def _match_keys(
+    attrs: Mapping[str, Any], names: tuple[str, ...]
+) -> Iterator[tuple[str | None, ...]]:
+    """Every composite key an instance answers to: one per combination of list items."""
+    parts = []
+    for name in names:
+        value = attrs.get(name)
+        if isinstance(value, list) and value:
+            parts.append([canon_key(v) for v in value])
+        else:
+            parts.append([canon_key(value)])
+    return itertools.product(*parts)
+
+
 class StateIndex:
     """O(1) lookup of managed instances by the identifiers cloud events carry."""
 
@@ -363,13 +378,13 @@ class StateIndex:
         self, rtype: str, names: tuple[str, ...], values: tuple[str, ...]
     ) -> ResourceInstance | None:
         """The instance of `rtype` whose attributes `names` hold `values` (compared canonically:
-        "true" = true, "22" = 22, CIDR forms)."""
+        "true" = true, "22" = 22, CIDR forms; a list attribute holds each of its items)."""
         table = self._composite.get((rtype, names))
         if table is None:
             table = {}
             for inst in self.by_type.get(rtype, ()):
-                key = tuple(canon_key(inst.attributes.get(n)) for n in names)
-                table.setdefault(key, inst)
+                for key in _match_keys(inst.attributes, names):
+                    table.setdefault(key, inst)
             # Built once per (type, names) over an immutable index; a concurrent first use
             # builds the same table, so the race is harmless.
             self._composite[(rtype, names)] = table

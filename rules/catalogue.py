@@ -70,6 +70,7 @@ _EVENT_KEYS = {
     "note",
     "peer",
     "unmanaged",
+    "each",
 }
 _SKIP_KEYS = {"skip", "note", "peer"}
 
@@ -100,6 +101,9 @@ class EventRule:
     peer_names: tuple[str, ...] = ()
     targets: tuple[Target, ...] = ()
     unmanaged: Unmanaged | None = None
+    # Paths to the items one call changes several resources with (a change batch); the first
+    # that reaches any is fanned out over, each item being the record's `each`.
+    each: tuple[RecordPath, ...] = ()
 
     @property
     def all_types(self) -> tuple[str, ...]:
@@ -222,7 +226,9 @@ def _parse_event(
         raise CatalogueError(f"{where}: id (one or more paths) is required")
     if len(shared) < len(targets) and any(WILDCARD in p for p in id_paths):
         # A target with its own id names one resource; a fan-out would pair it with many.
-        raise CatalogueError(f"{where}: id cannot fan out ([*]) next to targets with their own id")
+        raise CatalogueError(
+            f"{where}: id cannot fan out ([*]) next to targets with their own id (use each:)"
+        )
     cat = spec.get("category", category)
     if cat not in CATEGORIES:
         raise CatalogueError(f"{where}: unknown category {cat!r}")
@@ -231,6 +237,7 @@ def _parse_event(
         raise CatalogueError(f"{where}: unknown severity {sev!r}")
     peers = _peer_names(where, spec)
     unmanaged = parse_unmanaged(where, provider, spec.get("unmanaged"), change)
+    each = _parse_each(where, spec.get("each"))
     return EventRule(
         provider,
         source,
@@ -244,7 +251,18 @@ def _parse_event(
         peers,
         targets,
         unmanaged,
+        each,
     )
+
+
+def _parse_each(where: str, raw: Any) -> tuple[RecordPath, ...]:
+    try:
+        paths = tuple(parse_path(p) for p in as_tuple(raw))
+    except PathError as exc:
+        raise CatalogueError(f"{where}: each: {exc}") from None
+    if not all(WILDCARD in p for p in paths):
+        raise CatalogueError(f"{where}: each: a path with [*] to the items to fan out over")
+    return paths
 
 
 # libyaml's loader, where PyYAML was built with it: it reads the catalogue many times faster

@@ -23,7 +23,7 @@ FIELD = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
 _TYPE = re.compile(r"^[a-z][a-z0-9]*_[a-z0-9_]+$")
 
 
-_TARGET_KEYS = {"type", "id", "match", "when", "change", "attributes", "note"}
+_TARGET_KEYS = {"type", "id", "match", "when", "change", "attributes", "creates", "note"}
 ANY = "*"  # a `when:` value: the path reaches something
 
 
@@ -35,6 +35,11 @@ class Change(StrEnum):
     MODIFY = "modify"
     CREATE = "create"
     DELETE = "delete"
+
+
+# `when:` conditions: a record path and the value it must hold (ANY: any value; a tuple: one
+# of those values).
+When = tuple[tuple[RecordPath, Any], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +65,10 @@ class Target:
     match: tuple[tuple[str, Template], ...]
     attributes: tuple[AttributeRule, ...]
     # Record values the call must carry for this target to apply (SetTopicAttributes' Policy).
-    when: tuple[tuple[RecordPath, Any], ...] = ()
+    when: When = ()
+    # Declared, this target says the call made one more of its type next to it (a rule added
+    # to a group whose rules are standalone resources): the new one's id templates.
+    creates: tuple[Template, ...] = ()
 
     @property
     def shared(self) -> bool:
@@ -74,6 +82,7 @@ class Unmanaged:
 
     resource_type: str
     ids: tuple[Template, ...]  # the first one the record fills; none: the id the event names
+    when: When = ()  # record values the call must carry to create it (not a DELETE change)
 
 
 def as_tuple(value: Any) -> tuple[Any, ...]:
@@ -164,19 +173,38 @@ def parse_target(where: str, provider: str, spec: Any, change: Change) -> Target
         isinstance(k, str) and FIELD.match(k) for k in raw_match
     ):
         raise CatalogueError(f"{where}: match maps state attribute names to templates")
-    match = tuple((k, _templates(where, v)[0]) for k, v in raw_match.items())
+    match = tuple((k, _match_value(where, v)) for k, v in raw_match.items())
     ids = _templates(where, spec.get("id"))
     if ids and match:
         raise CatalogueError(f"{where}: give id or match, not both")
     attrs = parse_attributes(where, spec.get("attributes"), own_change)
+    creates = _templates(f"{where}: creates", spec.get("creates"))
+    if creates and (attrs or own_change is Change.DELETE or not (ids or match)):
+        raise CatalogueError(
+            f"{where}: creates needs the target's own id or match, no attributes, no delete"
+        )
+    return Target(rtype, own_change, ids, match, attrs, _parse_when(where, spec), creates)
+
+
+def _match_value(where: str, raw: Any) -> Template:
+    """A `match:` value: a template, or `{const: text}` for a value the state must hold."""
+    if isinstance(raw, dict):
+        if set(raw) != {"const"} or isinstance(raw["const"], (dict, list)):
+            raise CatalogueError(f"{where}: a match value is a template or {{const: value}}")
+        return (str(raw["const"]).lower() if isinstance(raw["const"], bool) else str(raw["const"]),)
+    return _templates(where, raw)[0]
+
+
+def _parse_when(where: str, spec: dict[str, Any]) -> When:
     raw_when = spec.get("when") or {}
     if not isinstance(raw_when, dict):
         raise CatalogueError(f"{where}: when maps record paths to values")
     try:
-        when = tuple((parse_path(k), v) for k, v in raw_when.items())
+        return tuple(
+            (parse_path(k), tuple(v) if isinstance(v, list) else v) for k, v in raw_when.items()
+        )
     except PathError as exc:
         raise CatalogueError(f"{where}: when: {exc}") from None
-    return Target(rtype, own_change, ids, match, attrs, when)
 
 
 def parse_unmanaged(where: str, provider: str, raw: Any, change: Change) -> Unmanaged | None:
@@ -185,7 +213,8 @@ def parse_unmanaged(where: str, provider: str, raw: Any, change: Change) -> Unma
     if change is Change.DELETE:
         raise CatalogueError(f"{where}: unmanaged does not apply to change: delete")
     spec = {"type": raw} if isinstance(raw, str) else raw
-    if not isinstance(spec, dict) or set(spec) - {"type", "id"}:
-        raise CatalogueError(f"{where}: unmanaged is a type or {{type, id}}")
-    rtype = check_type(f"{where}: unmanaged", provider, spec.get("type"))
-    return Unmanaged(rtype, _templates(f"{where}: unmanaged", spec.get("id")))
+    if not isinstance(spec, dict) or set(spec) - {"type", "id", "when"}:
+        raise CatalogueError(f"{where}: unmanaged is a type or {{type, id, when}}")
+    where = f"{where}: unmanaged"
+    rtype = check_type(where, provider, spec.get("type"))
+    return Unmanaged(rtype, _templates(where, spec.get("id")), _parse_when(where, spec))

@@ -64,6 +64,13 @@ def canon_key(value: Any) -> str | None:
     return canon_cidr(text) if "/" in text else text
 
 
+def dns_name(name: str) -> str:
+    """A record name as Terraform's `fqdn` holds it: lower case, no trailing dot, and a
+    leading wildcard label as `*` (Route 53 spells it `\\052`)."""
+    name = name.lower().rstrip(".")
+    return "*" + name[4:] if name.startswith("\\052") else name
+
+
 def parse_json_text(value: Any) -> Any:
     """A policy document as sent (JSON text, URL-encoded JSON text, or already parsed)."""
     if isinstance(value, (dict, list)):
@@ -295,6 +302,7 @@ TRANSFORMS: dict[str, Transform] = {
     "bool": (lambda new, old: _to_bool(new), canon_scalar),
     "int": (lambda new, old: _to_int(new), canon_scalar),
     "json": (lambda new, old: parse_json_text(new), canon_json),
+    "dns": (lambda new, old: dns_name(str(new)), canon_scalar),
     "items": (lambda new, old: _as_list(new), canon_scalar),
     "set": (lambda new, old: _as_list(new), _canon_set),
     "set_add": (
