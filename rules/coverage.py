@@ -114,12 +114,12 @@ def compare(cat: Catalogue, rows: Sequence[PeerRow]) -> dict[str, Coverage]:
         rules = [e for e in found if isinstance(e, EventRule)]
         if rules:
             cov.mapped.append(row)
-            types = tuple(t for r in rules for t in r.resource_types)
+            types = tuple(t for r in rules for t in r.all_types)
             if row.resource_type not in types:
                 cov.other_type.append((row, types))
             if row.extracts:
                 cov.peer_extracts += 1
-                cov.with_attributes += any(r.attributes for r in rules)
+                cov.with_attributes += any(r.has_attributes for r in rules)
         elif found:
             cov.skipped.append(row)
         else:
@@ -129,7 +129,7 @@ def compare(cat: Catalogue, rows: Sequence[PeerRow]) -> dict[str, Coverage]:
 
 def report(cat: Catalogue, peer: dict[str, Coverage] | None, verbose: bool) -> list[str]:
     services = {r.event_source for r in cat.rules.values()}
-    with_attrs = sum(1 for r in cat.rules.values() if r.attributes)
+    with_attrs = sum(1 for r in cat.rules.values() if r.has_attributes)
     lines = [
         f"{len(cat)} event names, {len(services)} services, "
         f"{with_attrs} with attribute extraction, {len(cat.resource_types())} resource types, "
