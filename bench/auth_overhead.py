@@ -8,13 +8,16 @@ dir: once with --no-auth (the bare baseline) and once as shipped (an API key on 
 request, each ingest request audited in the hash chain before it is acknowledged). The
 same NDJSON batches (demo CloudTrail records with unique event ids) are POSTed by
 `--callers` keep-alive clients, then `--reads` GET /api/v1/drifts are timed one by one.
-Printed: records/s and read p50/p99 per mode, and auth / no-auth ratios (target >= 0.95).
+Printed: records/s, the server's CPU time per record (utime + stime of its process, which
+other load on the machine barely moves, unlike wall time), read p50/p99 per mode, and the
+auth / no-auth ratios (target >= 0.95).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import statistics
 import subprocess
@@ -95,8 +98,14 @@ class Server:
             self.proc.wait(20)
 
 
-async def ingest(server: Server, bodies: list[bytes], callers: int) -> float:
-    """Records per second over all the bodies."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def ingest(server: Server, bodies: list[bytes], callers: int) -> tuple[float, float]:
+    """Records per second over all the bodies, and server CPU microseconds per record."""
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for b in bodies:
         queue.put_nowait(b)
@@ -111,9 +120,11 @@ async def ingest(server: Server, bodies: list[bytes], callers: int) -> float:
 
     async with httpx.AsyncClient(base_url=server.base, headers=server.headers, timeout=60) as c:
         await c.post("/api/v1/ingest/cloudtrail", content=bodies[0])  # warm the paths
-        t0 = time.perf_counter()
+        assert server.proc is not None
+        cpu0, t0 = cpu_seconds(server.proc.pid), time.perf_counter()
         await asyncio.gather(*(caller(c) for _ in range(callers)))
-        return records / (time.perf_counter() - t0)
+        wall, cpu = time.perf_counter() - t0, cpu_seconds(server.proc.pid) - cpu0
+        return records / wall, cpu / records * 1e6
 
 
 async def reads(server: Server, n: int) -> list[float]:
@@ -143,6 +154,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     rates: dict[bool, list[float]] = {False: [], True: []}
+    cpus: dict[bool, list[float]] = {False: [], True: []}
     lat: dict[bool, list[float]] = {False: [], True: []}
     for r in range(args.rounds):
         for auth in (False, True) if r % 2 == 0 else (True, False):
@@ -151,21 +163,27 @@ def main() -> None:
                 server.start()
                 try:
                     bodies = batches(args.records, args.batch, f"{r}-{auth}")
-                    rate = asyncio.run(ingest(server, bodies, args.callers))
+                    rate, cpu = asyncio.run(ingest(server, bodies, args.callers))
                     got = asyncio.run(reads(server, args.reads))
                 finally:
                     server.stop()
             rates[auth].append(rate)
+            cpus[auth].append(cpu)
             lat[auth].extend(got)
             mode = "auth on" if auth else "--no-auth"
             print(
-                f"round {r + 1} {mode:10} ingest {rate:9,.0f} records/s   "
+                f"round {r + 1} {mode:10} ingest {rate:9,.0f} records/s {cpu:6.1f} us CPU/record  "
                 f"GET /drifts p50 {pct(got, 0.5):6.2f} ms  p99 {pct(got, 0.99):6.2f} ms",
                 flush=True,
             )
     off, on = statistics.mean(rates[False]), statistics.mean(rates[True])
     lat_off, lat_on = sorted(lat[False]), sorted(lat[True])
     print(f"\ningest throughput, auth on / --no-auth: {on:,.0f} / {off:,.0f} = {on / off:.3f}")
+    c_off, c_on = statistics.median(cpus[False]), statistics.median(cpus[True])
+    print(
+        f"server CPU per record (median), --no-auth / auth on: {c_off:.1f} / {c_on:.1f} us "
+        f"= {c_off / c_on:.3f}  (1.0 = no cost; target >= 0.95)"
+    )
     print(
         f"GET /drifts p50, --no-auth / auth on: {pct(lat_off, 0.5):.2f} / {pct(lat_on, 0.5):.2f} "
         f"ms = {pct(lat_off, 0.5) / pct(lat_on, 0.5):.3f}  (1.0 = no cost; target >= 0.95)"
