@@ -20,7 +20,11 @@ _SECRET = re.compile(
     r"(^|_)(password|passwd|secret|private_key|token|credentials?|api_key|auth_key|key_material"
     r"|ses_smtp_password(_v4)?|connection_string|sas|access_key_secret)($|_)"
 )
-_NOT_SECRET_SUFFIX = ("_arn", "_id", "_ids", "_name", "_names", "_arns", "_enabled", "_type")
+# Password-policy settings (a length, an age, a reuse count) are not secrets either.
+_NOT_SECRET_SUFFIX = (
+    *("_arn", "_id", "_ids", "_name", "_names", "_arns", "_enabled", "_type"),
+    *("_length", "_age", "_prevention"),
+)
 # Settings named after a secret without holding one (automount_service_account_token).
 _NOT_SECRET_PREFIX = ("automount_", "enable_", "disable_", "allow_", "require_", "use_")
 _TF_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)")

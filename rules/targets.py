@@ -152,8 +152,13 @@ def parse_attributes(where: str, raw: Any, change: Change) -> tuple[AttributeRul
 
 
 def _templates(where: str, raw: Any) -> tuple[Template, ...]:
+    """Id templates; `{const: text}` is an id that is always the same (a per-account singleton
+    such as aws_iam_account_password_policy)."""
     try:
-        return tuple(parse_template(t) for t in as_tuple(raw))
+        return tuple(
+            _match_value(where, t) if isinstance(t, dict) else parse_template(t)
+            for t in as_tuple(raw)
+        )
     except PathError as exc:
         raise CatalogueError(f"{where}: {exc}") from None
 
