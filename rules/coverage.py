@@ -167,5 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"catalogue error: {exc}", file=sys.stderr)
         return 2
     peer = compare(cat, read_peer(args.peer)) if args.peer.is_dir() else None
-    print("\n".join(report(cat, peer, args.verbose)))
+    try:
+        print("\n".join(report(cat, peer, args.verbose)))
+    except BrokenPipeError:  # `python -m rules | head`
+        sys.stderr.close()
     return 0
