@@ -333,3 +333,9 @@ async def test_first_start_creates_one_admin_key(tmp_path: Path) -> None:
     assert created is not None and created[1].role == "admin"
     assert fresh.bootstrap() is None
     assert fresh.audit.verify().status == "ok"
+
+
+async def test_a_memory_store_daemon_stops(tmp_path: Path) -> None:
+    # One in-memory database serves reads and writes under one lock: closing takes it once.
+    async with in_memory(config(tmp_path, store="memory")) as srv:
+        assert (await srv.client.get("/api/v1/auth/whoami")).status_code == 200
