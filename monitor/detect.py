@@ -342,4 +342,5 @@ class Detector:
             actor=event.actor,
             source_ip=event.source_ip,
             user_agent=event.user_agent,
+            states=self.index.declared_by(inst) if inst else (),
         )
