@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any, Final, Protocol
 
 from monitor.actors import UNKNOWN_ACTOR, Actor, actor_from_identity
+from monitor.tfstate import StateLabel
 from rules.catalogue import Severity
 
 __all__ = [
@@ -268,6 +269,8 @@ class Drift:
     source_ip: str | None
     user_agent: str | None
     status: str = "detected"
+    # The states declaring the resource (source URL, workspace, lineage); empty if unmanaged.
+    states: tuple[StateLabel, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -293,6 +296,8 @@ class Drift:
             "source_ip": self.source_ip,
             "user_agent": self.user_agent,
             "status": self.status,
+            "states": [s.as_dict() for s in self.states],
+            "workspace": self.states[0].workspace if self.states else None,
         }
 
 

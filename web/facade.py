@@ -50,6 +50,7 @@ class StateView:
     loaded_at: str | None
     reloads: int
     error: str | None
+    sources: tuple[Row, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,15 @@ class Live(Protocol):
     ) -> list[MessageRow]: ...
 
 
-class Api(Ingest, Queries, Health, Live, Protocol):
+class StateAdmin(Protocol):
+    """State sources managed by admins; views never carry a token or password."""
+
+    def state_sources(self) -> list[Row]: ...
+    async def add_state_source(self, body: Row) -> Row: ...
+    async def remove_state_source(self, source_id: str) -> Row | None: ...
+
+
+class Api(Ingest, Queries, Health, Live, StateAdmin, Protocol):
     """Everything the app serves; it starts and stops with the ASGI lifespan."""
 
     @property

@@ -14,6 +14,7 @@ from monitor.app.batch import run_batch
 from monitor.app.progress import Progress
 from monitor.app.serve import add_serve_parser
 from monitor.engine import build_detector
+from monitor.statesrc import SourceError
 from monitor.tfstate import StateError
 from monitor.types import Drift
 from rules.catalogue import CatalogueError
@@ -26,7 +27,7 @@ def _detect(args: argparse.Namespace) -> int:
     try:
         detector = build_detector(args.state, args.severity_rules, args.apply_principal)
         files = event_files(args.events)
-    except (StateError, CatalogueError, FileNotFoundError) as exc:
+    except (StateError, SourceError, CatalogueError, FileNotFoundError) as exc:
         print(f"driftline: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     if not files:
@@ -71,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--state",
         action="append",
         required=True,
-        metavar="PATH",
-        help="a .tfstate file or a directory of them (repeatable)",
+        metavar="URL",
+        help="a state source (repeatable): a .tfstate file, folder or glob, s3://BUCKET/KEY, "
+        "http(s)://..., tfc://ORG/WORKSPACE",
     )
     det.add_argument(
         "--severity-rules",

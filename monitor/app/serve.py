@@ -29,8 +29,9 @@ def add_serve_parser(sub: Any) -> None:
     srv.add_argument(
         "--state",
         action="append",
-        metavar="PATH",
-        help="a .tfstate file or a directory of them (repeatable)",
+        metavar="URL",
+        help="a state source (repeatable): a .tfstate file, folder or glob, s3://BUCKET/KEY, "
+        "http(s)://..., tfc://ORG/WORKSPACE",
     )
     srv.add_argument("--host", help="listen address (default 127.0.0.1)")
     srv.add_argument("--port", type=int, help="listen port (default 8080)")
