@@ -12,6 +12,7 @@ import urllib.request
 from email.utils import parsedate_to_datetime
 
 from monitor.statesrc.backend import MAX_STATE_BYTES, Entry, Unreachable
+from monitor.statesrc.fetch import open_url
 from monitor.statesrc.spec import Credentials
 
 TIMEOUT = 30.0
@@ -48,7 +49,7 @@ class HttpBackend:
     def listing(self) -> list[Entry]:
         request = urllib.request.Request(self.url, headers={**self.headers, **self._validators})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+            with open_url(request, timeout=self.timeout) as resp:
                 status = resp.status
                 body = resp.read(MAX_STATE_BYTES)
                 etag, modified = resp.headers.get("ETag"), resp.headers.get("Last-Modified")

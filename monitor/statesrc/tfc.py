@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from monitor.statesrc.backend import MAX_STATE_BYTES, Entry, Unreachable
+from monitor.statesrc.fetch import open_url
 from monitor.statesrc.spec import TFC_HOST, has_glob
 
 TIMEOUT = 30.0
@@ -42,9 +43,7 @@ class TfcBackend:
         if urllib.parse.urlsplit(url).netloc == self.host:
             headers["Authorization"] = f"Bearer {self._token}"
         try:
-            with urllib.request.urlopen(
-                urllib.request.Request(url, headers=headers), timeout=TIMEOUT
-            ) as resp:
+            with open_url(urllib.request.Request(url, headers=headers), timeout=TIMEOUT) as resp:
                 body = resp.read(MAX_STATE_BYTES)
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
