@@ -41,12 +41,25 @@ class Actor:
 UNKNOWN_ACTOR = Actor(type="Unknown")
 
 
+def text(value: Any) -> str | None:
+    """A record's value as text: a string as it is, a number spelled out, anything else
+    (a list, an object, a bool, null) None: records from the wild put anything anywhere."""
+    if value.__class__ is str:
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
 def actor_from_identity(uid: Any) -> Actor:
     """IAMUser, AssumedRole (issuer role + session name), federated and Identity Center
     users, AWSService, Root."""
     if not isinstance(uid, dict):
         return Actor(type="Unknown")
-    get = uid.get
+
+    def get(key: str) -> str | None:
+        return text(uid.get(key))
+
     kind = get("type") or "Unknown"
     arn = get("arn")
     principal = get("principalId")
@@ -59,9 +72,9 @@ def actor_from_identity(uid: Any) -> Actor:
     if kind == "AWSService" or (kind == "AWSAccount" and invoked_by):
         return Actor(kind, principal, arn, account, invoked_by, None, invoked_by)
     if kind in ("AssumedRole", "FederatedUser"):
-        ctx = get("sessionContext")
+        ctx = uid.get("sessionContext")
         issuer = ctx.get("sessionIssuer") if isinstance(ctx, dict) else None
-        role_arn = issuer.get("arn") if isinstance(issuer, dict) else None
+        role_arn = text(issuer.get("arn")) if isinstance(issuer, dict) else None
         session = None
         if arn and "/" in arn:
             session = arn.rsplit("/", 1)[-1]
@@ -72,6 +85,6 @@ def actor_from_identity(uid: Any) -> Actor:
         return Actor(kind, principal, arn, account, session, role_arn, invoked_by)
     # SAMLUser, WebIdentityUser, IdentityCenterUser, Unknown ...
     name = get("userName") or (
-        principal.split(":", 1)[1] if isinstance(principal, str) and ":" in principal else principal
+        principal.split(":", 1)[1] if principal and ":" in principal else principal
     )
     return Actor(kind, principal, arn, account, name, None, invoked_by)

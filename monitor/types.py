@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
-from monitor.actors import UNKNOWN_ACTOR, Actor, actor_from_identity
+from monitor.actors import UNKNOWN_ACTOR, Actor, actor_from_identity, text
 from rules.catalogue import Severity
 
 __all__ = [
@@ -147,20 +147,20 @@ class ChangeEvent:
 
     @property
     def region(self) -> str | None:
-        return self.record.get("awsRegion")
+        return text(self.record.get("awsRegion"))
 
     @property
     def account_id(self) -> str | None:
-        return self.record.get("recipientAccountId") or self.actor.account_id
+        return text(self.record.get("recipientAccountId")) or self.actor.account_id
 
     @property
     def source_ip(self) -> str | None:
-        return self.record.get("sourceIPAddress")
+        return text(self.record.get("sourceIPAddress"))
 
     @property
     def user_agent(self) -> str | None:
-        ua = self.record.get("userAgent")
-        if isinstance(ua, str) and ua.startswith("[") and ua.endswith("]"):
+        ua = text(self.record.get("userAgent"))
+        if ua is not None and ua.startswith("[") and ua.endswith("]"):
             return ua[1:-1]  # S3 data events wrap it in brackets
         return ua
 
@@ -174,7 +174,7 @@ class ChangeEvent:
 
     @property
     def error_code(self) -> str | None:
-        return self.record.get("errorCode")
+        return text(self.record.get("errorCode"))
 
     @property
     def read_only(self) -> bool | None:
@@ -187,7 +187,7 @@ class ChangeEvent:
     @property
     def session(self) -> str | None:
         uid = self.record.get("userIdentity")
-        key = uid.get("accessKeyId") if isinstance(uid, dict) else None
+        key = text(uid.get("accessKeyId")) if isinstance(uid, dict) else None
         return key or self.actor.principal_id
 
     def root(self) -> dict[str, Any]:
