@@ -14,8 +14,6 @@ from monitor.app.config import ConfigError, load_config
 from monitor.tfstate import StateError
 from rules.catalogue import CatalogueError
 
-WS_HARD_LIMIT = 16 * 1024 * 1024  # the protocol's cap; the app's own limit answers politely
-
 
 def add_serve_parser(sub: Any) -> None:
     srv = sub.add_parser(
@@ -87,6 +85,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from monitor.app.daemon import Daemon
+    from monitor.app.http_server import server_config
     from monitor.app.web_api import web_app
 
     flags = {
@@ -132,17 +131,7 @@ def _serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     print(f"driftline: listening on {where}  (SSE: curl -N {where}/api/v1/stream)", file=sys.stderr)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            web_app(daemon),
-            host=config.host,
-            port=config.port,
-            log_level=config.log_level,
-            ws_max_size=WS_HARD_LIMIT,
-            timeout_graceful_shutdown=5,
-            access_log=config.log_level == "debug",
-        )
-    )
+    server = uvicorn.Server(server_config(web_app(daemon), config))
     # The state index, catalogue and graph are long-lived: keep the collector off them.
     gc.freeze()
     server.run()
