@@ -23,13 +23,17 @@ from streams.body import NOT_JSON, OVER_LIMITS, Body, Reject, decode_body
 from streams.documents import InputError, Limits
 from streams.formats import DocDecoder, decoder_for
 from web.envelope import ApiError, JSONResponse, ok
-from web.facade import api_of
+from web.facade import Api, api_of
 
 log = logging.getLogger("driftline.web.ingest")
 
 # Bodies above this are parsed and judged on a thread, so one large post never holds up the
 # requests around it; smaller ones cost less than the hand-over would.
 OFFLOAD_BYTES = 256 * 1024
+# A large body is stored in slices of this many records, one after another: each slice's
+# statements and graph update run on the event loop, and other requests get their turn
+# between slices. The answer still comes only once every slice is committed.
+SLICE = 1000
 MAX_DEAD_LETTERS = 1000  # kept per request; the counts in the answer cover every rejection
 MAX_REASONS = 20
 FALCO_TEXT_HINT = (
@@ -69,6 +73,8 @@ async def read_body(request: Request, limit: int, seconds: float) -> bytes:
             f"the body did not arrive within {seconds:g} s (body_read_seconds)",
             408,
         ) from None
+    if total > OFFLOAD_BYTES:  # copying megabytes is a pause the loop need not take
+        return await asyncio.to_thread(b"".join, chunks)
     return b"".join(chunks)
 
 
@@ -96,6 +102,8 @@ def _refused(exc: InputError, what: str, hint: str) -> ApiError:
 
 
 def _letters(rejects: list[Reject], origin: str, body: bytes, at: str) -> list[DeadLetter]:
+    if not rejects:
+        return []
     # The same body sent again (a retrying shipper) names the same dead letters: kept once.
     request = "request " + hashlib.blake2b(body, digest_size=8).hexdigest()
     return [
@@ -120,6 +128,16 @@ def _answer(result: IngestResult, parsed: Body) -> dict[str, Any]:
     return data
 
 
+async def _store(
+    api: Api, parsed: Body, origin: str, letters: list[DeadLetter], large: bool
+) -> IngestResult:
+    items = parsed.items
+    result = await api.ingest(items[:SLICE], origin, letters, offload=large)
+    for start in range(SLICE, len(items), SLICE):
+        result.add(await api.ingest(items[start : start + SLICE], origin, offload=large))
+    return result
+
+
 async def _ingest(
     request: Request, what: str, origin: str, decode: DocDecoder | None = None, hint: str = ""
 ) -> Response:
@@ -131,7 +149,7 @@ async def _ingest(
     except ClientDisconnect:  # the client gave up mid-body: nothing to answer, nothing wrong
         log.debug("%s: client disconnected before the body was complete", request.url.path)
         return Response(status_code=400)
-    if not body.strip():
+    if not body or body.isspace():
         raise ApiError("VALIDATION_ERROR", f"empty body: send one {what} as JSON, or NDJSON")
     if decode is None:
         decode = decoder_for("auto", api.source_for)
@@ -149,8 +167,11 @@ async def _ingest(
             parsed = decode_body(body, decode, limits, gzipped)
     except InputError as exc:
         raise _refused(exc, what, hint) from None
-    letters = _letters(parsed.rejects, origin, body, api.now())
-    result = await api.ingest(parsed.items, origin, letters, offload=large)
+    if large and parsed.rejects:  # hashing a large body is work for a thread too
+        letters = await asyncio.to_thread(_letters, parsed.rejects, origin, body, api.now())
+    else:
+        letters = _letters(parsed.rejects, origin, body, api.now())
+    result = await _store(api, parsed, origin, letters, large)
     data = _answer(result, parsed)
     if result.accepted == 0:
         message = f"no record was accepted ({result.rejected} rejected)"

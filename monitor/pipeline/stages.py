@@ -56,6 +56,19 @@ class IngestResult:
         self.reasons[reason] += 1
         self.failures.append((position, f"{reason}: {detail}"))
 
+    def add(self, other: IngestResult) -> None:
+        """Count `other` (another slice of the same request) in with this one."""
+        self.accepted += other.accepted
+        self.rejected += other.rejected
+        self.reasons.update(other.reasons)
+        self.changes += other.changes
+        self.alerts += other.alerts
+        self.drifts += other.drifts
+        self.drift_ids.extend(other.drift_ids)
+        self.repeats += other.repeats
+        self.suppressed += other.suppressed
+        self.failures.extend(other.failures)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "accepted": self.accepted,
