@@ -94,7 +94,9 @@ def _refused(exc: InputError, what: str, hint: str) -> ApiError:
     if exc.reason in OVER_LIMITS or exc.reason.endswith("too large"):
         return ApiError("PAYLOAD_TOO_LARGE", f"{exc.reason}: {exc.detail}")
     if exc.reason != NOT_JSON:
-        return ApiError("VALIDATION_ERROR", f"body {exc.reason}: {exc.detail}; send {what}s")
+        return ApiError(
+            "VALIDATION_ERROR", f"body refused ({exc.reason}): {exc.detail}; send {what}s"
+        )
     return ApiError(
         "VALIDATION_ERROR",
         f"body is not JSON or NDJSON: {exc.detail}; send one {what} as JSON, or NDJSON{hint}",
