@@ -57,18 +57,27 @@ def actor_from_identity(uid: Any) -> Actor:
     if not isinstance(uid, dict):
         return Actor(type="Unknown")
 
-    def get(key: str) -> str | None:
-        return text(uid.get(key))
-
-    kind = get("type") or "Unknown"
-    arn = get("arn")
-    principal = get("principalId")
-    account = get("accountId")
-    invoked_by = get("invokedBy")
+    get = uid.get
+    kind, arn, principal = get("type"), get("arn"), get("principalId")
+    account, invoked_by, user = get("accountId"), get("invokedBy"), get("userName")
+    # Records from the wild put anything anywhere; text and null cost one check each.
+    if kind.__class__ is not str:
+        kind = text(kind)
+    if arn.__class__ is not str and arn is not None:
+        arn = text(arn)
+    if principal.__class__ is not str and principal is not None:
+        principal = text(principal)
+    if account.__class__ is not str and account is not None:
+        account = text(account)
+    if invoked_by.__class__ is not str and invoked_by is not None:
+        invoked_by = text(invoked_by)
+    if user.__class__ is not str and user is not None:
+        user = text(user)
+    kind = kind or "Unknown"
     if kind == "IAMUser":
-        return Actor(kind, principal, arn, account, get("userName"), None, invoked_by)
+        return Actor(kind, principal, arn, account, user, None, invoked_by)
     if kind == "Root":
-        return Actor(kind, principal, arn, account, get("userName") or "root", None, invoked_by)
+        return Actor(kind, principal, arn, account, user or "root", None, invoked_by)
     if kind == "AWSService" or (kind == "AWSAccount" and invoked_by):
         return Actor(kind, principal, arn, account, invoked_by, None, invoked_by)
     if kind in ("AssumedRole", "FederatedUser"):
@@ -84,7 +93,5 @@ def actor_from_identity(uid: Any) -> Actor:
             kind = "IdentityCenterUser"
         return Actor(kind, principal, arn, account, session, role_arn, invoked_by)
     # SAMLUser, WebIdentityUser, IdentityCenterUser, Unknown ...
-    name = get("userName") or (
-        principal.split(":", 1)[1] if principal and ":" in principal else principal
-    )
+    name = user or (principal.split(":", 1)[1] if principal and ":" in principal else principal)
     return Actor(kind, principal, arn, account, name, None, invoked_by)

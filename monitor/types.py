@@ -147,20 +147,27 @@ class ChangeEvent:
 
     @property
     def region(self) -> str | None:
-        return text(self.record.get("awsRegion"))
+        value = self.record.get("awsRegion")
+        return value if value.__class__ is str or value is None else text(value)
 
     @property
     def account_id(self) -> str | None:
-        return text(self.record.get("recipientAccountId")) or self.actor.account_id
+        value = self.record.get("recipientAccountId")
+        if value.__class__ is not str and value is not None:
+            value = text(value)
+        return value or self.actor.account_id
 
     @property
     def source_ip(self) -> str | None:
-        return text(self.record.get("sourceIPAddress"))
+        value = self.record.get("sourceIPAddress")
+        return value if value.__class__ is str or value is None else text(value)
 
     @property
     def user_agent(self) -> str | None:
-        ua = text(self.record.get("userAgent"))
-        if ua is not None and ua.startswith("[") and ua.endswith("]"):
+        ua = self.record.get("userAgent")
+        if ua.__class__ is not str:
+            return None if ua is None else text(ua)
+        if ua.startswith("[") and ua.endswith("]"):
             return ua[1:-1]  # S3 data events wrap it in brackets
         return ua
 
@@ -174,7 +181,8 @@ class ChangeEvent:
 
     @property
     def error_code(self) -> str | None:
-        return text(self.record.get("errorCode"))
+        value = self.record.get("errorCode")
+        return value if value.__class__ is str or value is None else text(value)
 
     @property
     def read_only(self) -> bool | None:
