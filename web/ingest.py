@@ -33,7 +33,7 @@ OFFLOAD_BYTES = 256 * 1024
 # A large body is stored in slices of this many records, one after another: each slice's
 # statements and graph update run on the event loop, and other requests get their turn
 # between slices. The answer still comes only once every slice is committed.
-SLICE = 1000
+SLICE = 250
 MAX_DEAD_LETTERS = 1000  # kept per request; the counts in the answer cover every rejection
 MAX_REASONS = 20
 FALCO_TEXT_HINT = (
