@@ -55,6 +55,11 @@ class Config:
     auth_failures_per_minute: int = 10  # bad credentials from one client before 429
     session_hours: float = 12.0  # browser sessions (cookie) last this long
     max_body_bytes: int = 10 * 1024 * 1024
+    max_decompressed_bytes: int = 64 * 1024 * 1024  # a gzip ingest body after gunzip
+    max_records_per_request: int = 50_000
+    max_json_depth: int = 64  # nesting of an ingest record (CloudTrail's is under 20)
+    body_read_seconds: float = 30.0  # a request's body must arrive within this
+    header_read_seconds: float = 10.0  # a request's headers must arrive within this
     max_ws_message_bytes: int = 64 * 1024
     sse_keepalive_seconds: float = 30.0
     subscriber_queue: int = 2000
@@ -201,6 +206,9 @@ _CHOICES = {
 }
 _POSITIVE = (
     "max_body_bytes",
+    "max_decompressed_bytes",
+    "max_records_per_request",
+    "max_json_depth",
     "max_ws_message_bytes",
     "subscriber_queue",
     "resume_buffer",
@@ -217,6 +225,8 @@ _POSITIVE = (
     "auth_failures_per_minute",
 )
 _POSITIVE_SECONDS = (
+    "body_read_seconds",
+    "header_read_seconds",
     "sse_keepalive_seconds",
     "state_poll_seconds",
     "state_remote_poll_seconds",

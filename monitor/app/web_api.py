@@ -13,7 +13,7 @@ from monitor.auth.service import Access
 from monitor.hub import Message, Subscriber
 from monitor.pipeline import IngestResult
 from monitor.statesrc import Credentials, SourceError, parse_source
-from monitor.store import DriftFilter, EventFilter, StatusChange
+from monitor.store import DeadLetter, DriftFilter, EventFilter, StatusChange
 from monitor.tfstate import ResourceInstance
 from monitor.types import Decoded
 from web.app import create_app
@@ -28,6 +28,10 @@ class DaemonApi:
         c = daemon.config
         self._settings = WebSettings(
             max_body_bytes=c.max_body_bytes,
+            max_decompressed_bytes=c.max_decompressed_bytes,
+            max_records=c.max_records_per_request,
+            max_depth=c.max_json_depth,
+            body_read_seconds=c.body_read_seconds,
             max_ws_message_bytes=c.max_ws_message_bytes,
             sse_keepalive_seconds=c.sse_keepalive_seconds,
             cors_origins=tuple(c.cors_origins),
@@ -59,8 +63,14 @@ class DaemonApi:
     def source_for(self, event_name: str) -> str | None:
         return self.daemon.catalogue.source_for(event_name)
 
-    async def ingest(self, items: Iterable[Decoded]) -> IngestResult:
-        return await self.daemon.pipeline.ingest(items)
+    async def ingest(
+        self,
+        items: Iterable[Decoded],
+        origin: str = "http",
+        dead_letters: Sequence[DeadLetter] = (),
+        offload: bool = False,
+    ) -> IngestResult:
+        return await self.daemon.pipeline.ingest(items, origin, dead_letters, offload)
 
     async def set_status(self, change: StatusChange) -> Row:
         return await self.daemon.pipeline.set_status(change)
