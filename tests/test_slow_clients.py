@@ -42,7 +42,8 @@ async def test_a_body_that_never_finishes_is_a_408(tmp_path: Path) -> None:
     async with running(_config(tmp_path)) as srv:
         reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
         writer.write(
-            b"POST /api/v1/ingest/cloudtrail HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+            b"POST /api/v1/ingest/cloudtrail HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n"
+            b"Authorization: Bearer " + srv.key.encode() + b"\r\n"
             b'Content-Type: application/json\r\n\r\n{"eventName":'
         )
         await writer.drain()
