@@ -41,6 +41,18 @@ class Actor:
 UNKNOWN_ACTOR = Actor(type="Unknown")
 
 
+def name_from_arn(arn: Any) -> str | None:
+    """The user name an IAM user or root ARN carries (`arn:aws:iam::1:user/path/bob` -> bob):
+    what is left of an actor known only by its ARN, as in a Falco alert's `ct.user.arn`."""
+    if not isinstance(arn, str):
+        return None
+    if ":user/" in arn:
+        return arn.rsplit("/", 1)[-1] or None
+    if arn.endswith(":root"):
+        return "root"
+    return None
+
+
 def actor_from_identity(uid: Any) -> Actor:
     """IAMUser, AssumedRole (issuer role + session name), federated and Identity Center
     users, AWSService, Root."""
@@ -53,7 +65,8 @@ def actor_from_identity(uid: Any) -> Actor:
     account = get("accountId")
     invoked_by = get("invokedBy")
     if kind == "IAMUser":
-        return Actor(kind, principal, arn, account, get("userName"), None, invoked_by)
+        name = get("userName") or name_from_arn(arn)
+        return Actor(kind, principal, arn, account, name, None, invoked_by)
     if kind == "Root":
         return Actor(kind, principal, arn, account, get("userName") or "root", None, invoked_by)
     if kind == "AWSService" or (kind == "AWSAccount" and invoked_by):
@@ -71,7 +84,13 @@ def actor_from_identity(uid: Any) -> Actor:
             kind = "IdentityCenterUser"
         return Actor(kind, principal, arn, account, session, role_arn, invoked_by)
     # SAMLUser, WebIdentityUser, IdentityCenterUser, Unknown ...
-    name = get("userName") or (
-        principal.split(":", 1)[1] if isinstance(principal, str) and ":" in principal else principal
+    name = (
+        get("userName")
+        or name_from_arn(arn)
+        or (
+            principal.split(":", 1)[1]
+            if isinstance(principal, str) and ":" in principal
+            else principal
+        )
     )
     return Actor(kind, principal, arn, account, name, None, invoked_by)

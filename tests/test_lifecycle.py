@@ -163,7 +163,7 @@ async def test_flood_control_counts_occurrences_of_an_open_drift(tmp_path: Path)
         while len(types) < 3:
             msg = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
             types.append((msg["type"], msg["payload"].get("occurrences")))
-        assert types == [("drift", None), ("drift_update", 2), ("drift_update", 3)]
+        assert types == [("drift", 1), ("drift_update", 2), ("drift_update", 3)]
         await srv.client.post(f"/api/v1/drifts/{drift_id}/resolve", json={})
         fresh = await _post(srv, resize("e-9", "t3.2xlarge"))
         assert fresh["drifts"] == 1 and fresh["drift_ids"] != [drift_id]
