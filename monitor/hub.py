@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from monitor.clock import utc_now
+from monitor.filters import NO_FILTER, Facets, Filter, message_facets
 from monitor.types import Clock
 
 # Topic a client subscribes to -> message types it carries.
@@ -30,6 +31,8 @@ TOPICS: dict[str, frozenset[str]] = {
 }
 ALL = "all"
 VALID_TOPICS = frozenset(TOPICS) | {ALL}
+# Sequence numbers are SQLite integers: anything larger cannot have been issued.
+MAX_SEQ = 2**63 - 1
 
 
 @dataclass(slots=True)
@@ -45,6 +48,15 @@ class Message:
     _ws: bytes | None = field(default=None, repr=False)
     _ws_text: str | None = field(default=None, repr=False)
     _sse: bytes | None = field(default=None, repr=False)
+    _facets: Facets | None = field(default=None, repr=False)
+    _faceted: bool = field(default=False, repr=False)
+
+    def facets(self) -> Facets | None:
+        """What subscription filters see, worked out once for every subscriber."""
+        if not self._faceted:
+            self._facets = message_facets(self.type, self.payload)
+            self._faceted = True
+        return self._facets
 
     def ws_bytes(self) -> bytes:
         """The WebSocket frame body: `{type, topic, timestamp, seq, payload}`."""
@@ -80,6 +92,55 @@ class Message:
         return (self.seq, self.topic, self.type, self.timestamp, orjson.dumps(self.payload))
 
 
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """How a client resuming after `requested` continues: it gets every message after `after`.
+
+    `replay`: what it missed; `reset`: its number is beyond the head (a store reset or a
+    number from elsewhere), so it continues live from the head; `gap`: retention already
+    dropped some of what it missed, the first still kept being `first_available`.
+    """
+
+    kind: str
+    requested: int
+    after: int
+    first_available: int | None = None
+
+    def notice(self) -> dict[str, Any]:
+        """The `reset` / `gap` message's payload."""
+        out: dict[str, Any] = {"requested": self.requested, "seq": self.after}
+        if self.kind == "reset":
+            out["message"] = "resume point is beyond the latest message; continuing from now"
+        else:
+            out["first_available"] = self.first_available
+            out["message"] = "messages before first_available are no longer kept"
+        return out
+
+
+def plan_resume(requested: int, head: int, oldest: int | None) -> Resume:
+    """Where to resume from, given the latest number issued and the oldest one still kept."""
+    if requested > head:
+        return Resume("reset", requested, head)
+    first = oldest if oldest is not None else head + 1
+    if requested < first - 1:
+        return Resume("gap", requested, first - 1, first)
+    return Resume("replay", requested, requested)
+
+
+def parse_seq(raw: Any) -> int:
+    """A WebSocket client's resume point: a JSON integer from 0 to MAX_SEQ."""
+    if not isinstance(raw, int) or isinstance(raw, bool) or not 0 <= raw <= MAX_SEQ:
+        raise ValueError(f"must be a sequence number (an integer from 0 to {MAX_SEQ})")
+    return raw
+
+
+def parse_seq_text(raw: str) -> int:
+    """An SSE client's resume point (Last-Event-ID): decimal digits, 0 to MAX_SEQ."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(MAX_SEQ)):
+        raise ValueError(f"must be a sequence number (0 to {MAX_SEQ}), got {raw[:40]!r}")
+    return parse_seq(int(raw))
+
+
 def expand_topics(topics: Iterable[str]) -> frozenset[str]:
     """Client topic names to concrete topics (`all` means every topic)."""
     out: set[str] = set()
@@ -103,10 +164,15 @@ class Subscriber:
         self.lagged = False
         self.closed = False
         self.last_seq = 0
+        self.filter: Filter = NO_FILTER
         self._wake = asyncio.Event()
 
+    def wants(self, msg: Message) -> bool:
+        """Whether `msg` is on one of this subscriber's topics and passes its filter."""
+        return msg.topic in self.topics and (not self.filter or self.filter.matches(msg.facets()))
+
     def offer(self, msg: Message) -> bool:
-        if msg.topic not in self.topics or self.closed:
+        if self.closed or not self.wants(msg):
             return True
         if len(self.queue) >= self.maxsize:
             self.lagged = True
@@ -117,6 +183,11 @@ class Subscriber:
         if len(self.queue) == 1:
             self._wake.set()
         return True
+
+    def close(self) -> None:
+        """Stop delivery and wake the reader (its client went away)."""
+        self.closed = True
+        self._wake.set()
 
     async def next_batch(self, timeout: float | None = None) -> list[Message]:
         """Everything queued, waiting up to `timeout` for something; [] on timeout."""
@@ -209,6 +280,5 @@ class Hub:
 
     def close_all(self) -> None:
         for sub in list(self.subscribers.values()):
-            sub.closed = True
-            sub._wake.set()
+            sub.close()
         self.subscribers.clear()

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from monitor.auth import Permission
-from web import auth_routes, graph, ingest, live, rest
+from web import auth_routes, graph, ingest, live, live_ws, rest
 from web.access import guard, guard_ws, guarded_stream
 from web.envelope import ApiError, JSONResponse, error
 from web.facade import Api
@@ -124,7 +124,7 @@ def routes() -> list[Route | WebSocketRoute]:
         Route("/api/v1/audit-log", guard(A, auth_routes.audit_log)),
         Route("/api/v1/audit-log/verify", guard(A, auth_routes.audit_verify)),
         Route("/openapi.json", guard(R, openapi)),
-        WebSocketRoute("/ws", guard_ws(R, live.websocket)),
+        WebSocketRoute("/ws", guard_ws(R, live_ws.websocket)),
     ]
 
 
