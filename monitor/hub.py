@@ -1,7 +1,9 @@
 """The broadcast hub: sequence-numbered messages, topics, bounded subscriber queues.
 
 Every message gets a monotonically increasing sequence number and is serialised once per wire
-format, however many subscribers receive it. A subscriber whose queue overflows is marked
+format, however many subscribers receive it. Messages are queued for a subscriber at once (if
+its topics and filter want them) and subscribers are woken at most every FLUSH_SECONDS, so
+one that is behind takes several in one write. A subscriber whose queue overflows is marked
 lagged and dropped from delivery; its stream tells the client, which resumes from the last
 sequence number it saw (SSE Last-Event-ID, WS `since`).
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import struct
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,6 +36,10 @@ ALL = "all"
 VALID_TOPICS = frozenset(TOPICS) | {ALL}
 # Sequence numbers are SQLite integers: anything larger cannot have been issued.
 MAX_SEQ = 2**63 - 1
+# Subscribers are woken at most this often: what arrives meanwhile goes out in one write per
+# subscriber. A write (a system call, a task switch) costs the same for one message as for
+# ten, so under load this is most of the fan-out's cost; it adds at most this much latency.
+FLUSH_SECONDS = 0.02
 
 
 @dataclass(slots=True)
@@ -47,6 +54,7 @@ class Message:
     durable: bool = True
     _ws: bytes | None = field(default=None, repr=False)
     _ws_text: str | None = field(default=None, repr=False)
+    _ws_frame: bytes | None = field(default=None, repr=False)
     _sse: bytes | None = field(default=None, repr=False)
     _facets: Facets | None = field(default=None, repr=False)
     _faceted: bool = field(default=False, repr=False)
@@ -71,6 +79,21 @@ class Message:
                 }
             )
         return self._ws
+
+    def ws_frame(self) -> bytes:
+        """The whole WebSocket text frame (server frames are unmasked): the same bytes for
+        every client, so they are built once and can be written as they are."""
+        if self._ws_frame is None:
+            body = self.ws_bytes()
+            n = len(body)
+            if n < 126:
+                head = struct.pack("!BB", 0x81, n)
+            elif n < 1 << 16:
+                head = struct.pack("!BBH", 0x81, 126, n)
+            else:
+                head = struct.pack("!BBQ", 0x81, 127, n)
+            self._ws_frame = head + body
+        return self._ws_frame
 
     def ws_text(self) -> str:
         """The frame body as text (WebSocket text frames), decoded once for all clients."""
@@ -164,39 +187,71 @@ class Subscriber:
         self.lagged = False
         self.closed = False
         self.last_seq = 0
-        self.filter: Filter = NO_FILTER
-        self._wake = asyncio.Event()
+        self._filter: Filter = NO_FILTER
+        # None when the filter passes everything: the fan-out's common case costs nothing.
+        self._match: Filter | None = None
+        # A bare future, not an asyncio.Event under wait_for: no task per wake-up.
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def filter(self) -> Filter:
+        return self._filter
+
+    @filter.setter
+    def filter(self, value: Filter) -> None:
+        self._filter = value
+        self._match = value if value else None
 
     def wants(self, msg: Message) -> bool:
         """Whether `msg` is on one of this subscriber's topics and passes its filter."""
-        return msg.topic in self.topics and (not self.filter or self.filter.matches(msg.facets()))
+        match = self._match
+        return msg.topic in self.topics and (match is None or match.matches(msg.facets()))
 
-    def offer(self, msg: Message) -> bool:
-        if self.closed or not self.wants(msg):
-            return True
-        if len(self.queue) >= self.maxsize:
+    def push(self, messages: list[Message]) -> bool | None:
+        """Queue what this subscriber wants of `messages` (the hub wakes it): True if it took
+        some, None if it wanted none, False when they overflowed its queue."""
+        if self.closed:
+            return None
+        topics, match = self.topics, self._match
+        if match is None:
+            wanted = [m for m in messages if m.topic in topics]
+        else:
+            wanted = [m for m in messages if m.topic in topics and match.matches(m.facets())]
+        if not wanted:
+            return None
+        queue = self.queue
+        if len(queue) + len(wanted) > self.maxsize:
             self.lagged = True
-            self.queue.clear()
-            self._wake.set()
+            queue.clear()
+            self.wake()
             return False
-        self.queue.append(msg)
-        if len(self.queue) == 1:
-            self._wake.set()
+        queue.extend(wanted)
         return True
+
+    def wake(self) -> None:
+        """Let the reader take what is queued."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def close(self) -> None:
         """Stop delivery and wake the reader (its client went away)."""
         self.closed = True
-        self._wake.set()
+        self.wake()
 
     async def next_batch(self, timeout: float | None = None) -> list[Message]:
         """Everything queued, waiting up to `timeout` for something; [] on timeout."""
         if not self.queue and not self.lagged and not self.closed:
-            self._wake.clear()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            # A timer that wakes with nothing queued: cheaper than asyncio.timeout per wait.
+            timer = None if timeout is None else loop.call_later(timeout, self.wake)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                return []
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
         batch = list(self.queue)
         self.queue.clear()
         if batch:
@@ -213,8 +268,12 @@ class Hub:
         queue_size: int = 1_000,
         clock: Clock = utc_now,
         start_seq: int = 0,
+        flush_seconds: float = FLUSH_SECONDS,
     ) -> None:
         self.clock = clock
+        self.flush_seconds = flush_seconds
+        self._to_wake: dict[int, Subscriber] = {}
+        self._flush: asyncio.TimerHandle | None = None
         self.queue_size = queue_size
         self.buffer: deque[Message] = deque(maxlen=buffer_size)
         self.subscribers: dict[int, Subscriber] = {}
@@ -249,16 +308,40 @@ class Hub:
         return msg
 
     def _fan_out(self, messages: list[Message]) -> None:
-        lagged: list[Subscriber] = []
-        subs = list(self.subscribers.values())
-        for msg in messages:
-            self.published += 1
-            for sub in subs:
-                if not sub.offer(msg):
-                    lagged.append(sub)
+        # Subscriber by subscriber, so each takes the whole batch in one queue extension and
+        # at most one wake-up.
+        self.published += len(messages)
+        lagged = []
+        to_wake = self._to_wake
+        for sub in list(self.subscribers.values()):
+            took = sub.push(messages)
+            if took:
+                to_wake[sub.id] = sub
+            elif took is False:
+                lagged.append(sub)
+        if to_wake and self._flush is None:
+            self._schedule_flush()
         for sub in lagged:
             if self.subscribers.pop(sub.id, None) is not None:
                 self.lagged_total += 1
+
+    def _schedule_flush(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop, so no reader is waiting
+            self._wake_all()
+            return
+        if self.flush_seconds > 0:
+            self._flush = loop.call_later(self.flush_seconds, self._wake_all)
+        else:
+            self._wake_all()
+
+    def _wake_all(self) -> None:
+        self._flush = None
+        subs = list(self._to_wake.values())
+        self._to_wake.clear()
+        for sub in subs:
+            sub.wake()
 
     def subscribe(self, topics: Iterable[str], queue_size: int | None = None) -> Subscriber:
         sub = Subscriber(expand_topics(topics), queue_size or self.queue_size)
@@ -279,6 +362,10 @@ class Hub:
         return [m for m in self.buffer if m.seq > seq and m.topic in topics]
 
     def close_all(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        self._to_wake.clear()
         for sub in list(self.subscribers.values()):
             sub.close()
         self.subscribers.clear()

@@ -1,7 +1,10 @@
-"""Subscription filters, resume planning and the hub applying filters before queueing."""
+"""Subscription filters, resume planning, the hub's fan-out (filters before queueing, a
+batch per flush) and its ready WebSocket frames."""
 
 from __future__ import annotations
 
+import asyncio
+import struct
 from typing import Any
 
 import pytest
@@ -163,3 +166,38 @@ def test_sse_resume_points_are_digits_in_range(raw: str) -> None:
 def test_bad_resume_points(raw: str) -> None:
     with pytest.raises(ValueError, match="sequence number"):
         parse_seq_text(raw)
+
+
+# -- fan-out --------------------------------------------------------------------------------
+
+
+async def test_what_arrives_within_a_flush_goes_out_in_one_batch() -> None:
+    hub = Hub(flush_seconds=0.5)
+    sub = hub.subscribe(["drifts"])
+    reader = asyncio.create_task(sub.next_batch())
+    await asyncio.sleep(0)  # the reader is waiting
+    hub.deliver([Message(hub.next_seq(), "drifts", "drift", "t", DRIFT_MSG)])
+    await asyncio.sleep(0)  # a reader woken per message would take the first one alone now
+    hub.deliver([Message(hub.next_seq(), "drifts", "drift", "t", DRIFT_MSG)])
+    batch = await asyncio.wait_for(reader, 10)
+    assert [m.seq for m in batch] == [1, 2]
+
+
+async def test_a_quiet_wait_ends_empty_after_its_timeout() -> None:
+    sub = Hub().subscribe(["drifts"])
+    assert await sub.next_batch(0.01) == []
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 200_000])
+def test_ws_frames_are_whole_unmasked_text_frames(size: int) -> None:
+    msg = Message(7, "drifts", "drift", "t", {"pad": "x" * size})
+    frame, body = msg.ws_frame(), msg.ws_bytes()
+    assert frame[0] == 0x81 and not frame[1] & 0x80  # FIN + text, no mask
+    n = frame[1]
+    if n == 126:
+        n, head = struct.unpack("!H", frame[2:4])[0], 4
+    elif n == 127:
+        n, head = struct.unpack("!Q", frame[2:10])[0], 10
+    else:
+        head = 2
+    assert n == len(body) and frame[head:] == body

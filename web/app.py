@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp
 
 from monitor.auth import Permission
 from web import auth_routes, graph, ingest, live, live_ws, rest
@@ -23,6 +24,7 @@ from web.facade import Api
 from web.openapi import SPEC
 from web.security import SecurityMiddleware
 from web.sessions import Security
+from web.transport import ServerSend
 
 log = logging.getLogger("driftline.web")
 
@@ -128,6 +130,13 @@ def routes() -> list[Route | WebSocketRoute]:
     ]
 
 
+class App(Starlette):
+    """Starlette with `ServerSend` outside even its error middleware."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return ServerSend(super().build_middleware_stack())
+
+
 def create_app(api: Api) -> Starlette:
     """The ASGI app; `api` starts and stops with it."""
 
@@ -139,7 +148,7 @@ def create_app(api: Api) -> Starlette:
         finally:
             await api.stop()
 
-    app = Starlette(
+    app = App(
         routes=routes(),
         middleware=[
             Middleware(SecurityMiddleware, allowed_hosts=api.settings.allowed_hosts),

@@ -28,6 +28,7 @@ from monitor.hub import (
 )
 from web.envelope import ApiError
 from web.facade import Live, api_of
+from web.transport import ChunkWriter
 
 REPLAY_PAGE = 1000
 # Query parameters of /api/v1/stream that are not filter keys.
@@ -127,7 +128,7 @@ class EventStream(Response):
         watcher = asyncio.ensure_future(self._watch(receive))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            await self._pump(send)
+            await self._pump(send, ChunkWriter.of(scope))
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.cancel()
@@ -139,11 +140,12 @@ class EventStream(Response):
             pass
         self.sub.close()
 
-    async def _pump(self, send: Send) -> None:
+    async def _pump(self, send: Send, chunks: ChunkWriter | None) -> None:
         sub, live = self.sub, self.live
 
         async def write(data: bytes) -> None:
-            await send({"type": "http.response.body", "body": data, "more_body": True})
+            if chunks is None or not chunks.write(data):
+                await send({"type": "http.response.body", "body": data, "more_body": True})
 
         await write(b"".join(self.opening))
         last = self.resume.after if self.resume is not None else self.head

@@ -29,6 +29,7 @@ from web.envelope import (
 )
 from web.facade import Api, api_of
 from web.live import close_quietly, parse_topics, plan, replay
+from web.transport import FrameWriter
 
 log = logging.getLogger("driftline.ws")
 
@@ -97,6 +98,7 @@ class WsSession:
         self.sub: Subscriber = api.subscribe(())
         self.last = self.sub.last_seq
         self.send_lock = asyncio.Lock()
+        self.frames = FrameWriter.of(ws.scope)
 
     def envelope(self, type_: str, topic: str | None, payload: Any) -> str:
         return orjson.dumps(
@@ -157,12 +159,15 @@ class WsSession:
                 if self.ws.application_state == WebSocketState.CONNECTED:
                     await self.ws.close(WS_GOING_AWAY)
                 return
+            fresh = [m for m in batch if not m.durable or m.seq > self.last]
+            if not fresh:
+                continue
+            self.last = max(self.last, fresh[-1].seq)
             async with self.send_lock:
-                for m in batch:
-                    if not m.durable:
-                        await self.ws.send_text(m.ws_text())
-                    elif m.seq > self.last:
-                        self.last = m.seq
+                if self.frames is None or not self.frames.write(
+                    b"".join([m.ws_frame() for m in fresh])
+                ):
+                    for m in fresh:
                         await self.ws.send_text(m.ws_text())
 
     async def reader(self) -> None:
