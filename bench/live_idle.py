@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from bench.live_latency import (
     LagMeter,
@@ -71,6 +72,9 @@ async def _idle_drain(conn: Connection, port: int, target: Target, n_sse: int, n
     assert await inbox.get(900) == "stop"
     await lag.stop()
     probes = [s for s in subs if isinstance(s, Probe)]
+    # The answer is larger than a pipe holds: send it blocking, off the event loop's reader.
+    inbox.close()
+    os.set_blocking(conn.fileno(), True)
     conn.send(
         (
             "stats",
@@ -84,7 +88,16 @@ async def _idle_drain(conn: Connection, port: int, target: Target, n_sse: int, n
     )
     for s in subs:
         s.close()
-    inbox.close()
+
+
+async def gather_big(workers: Workers) -> list[Any]:
+    """The workers' (large) answers, read blocking in a thread."""
+    for box in workers.inboxes:  # all before the first await: no reader may run meanwhile
+        box.close()
+        os.set_blocking(box.conn.fileno(), True)
+    return [
+        await asyncio.wait_for(asyncio.to_thread(box.conn.recv), 300) for box in workers.inboxes
+    ]
 
 
 async def run_idle(
@@ -131,7 +144,7 @@ async def run_idle(
         cpu1, (busy1, total1), t1 = thread_cpu(server.pid), machine_busy(), now()
         info = await health(port, target)
         workers.send("stop")
-        stats = [s for tag, s in await workers.gather() if tag == "stats"]
+        stats = [s for tag, s in await gather_big(workers) if tag == "stats"]
         sent = [i for i in range(len(data)) if not math.isnan(load.sent_at[i])]
         lat: list[float] = []
         missing = 0

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import struct
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,8 @@ import orjson
 from monitor.clock import utc_now
 from monitor.filters import NO_FILTER, Facets, Filter, message_facets
 from monitor.types import Clock
+
+log = logging.getLogger("driftline.hub")
 
 # Topic a client subscribes to -> message types it carries.
 TOPICS: dict[str, frozenset[str]] = {
@@ -192,6 +195,9 @@ class Subscriber:
         self._match: Filter | None = None
         # A bare future, not an asyncio.Event under wait_for: no task per wake-up.
         self._waiter: asyncio.Future[None] | None = None
+        # Writes a batch straight to the client if it can without waiting (True), so the
+        # reader task need not run at all; set by the transport while its reader is idle.
+        self.sink: Callable[[list[Message]], bool] | None = None
 
     @property
     def filter(self) -> Filter:
@@ -227,6 +233,33 @@ class Subscriber:
             return False
         queue.extend(wanted)
         return True
+
+    def flush(self) -> None:
+        """Hand what is queued to the sink, or wake the reader to take it.
+
+        The sink is used only while the reader is parked in `next_batch` (so it holds no
+        batch of its own that the sink's could overtake) and nothing is wrong.
+        """
+        waiter, sink, queue = self._waiter, self.sink, self.queue
+        if (
+            sink is not None
+            and queue
+            and waiter is not None
+            and not waiter.done()
+            and not self.lagged
+            and not self.closed
+        ):
+            batch = list(queue)
+            try:
+                taken = sink(batch)
+            except Exception:  # one broken connection must not stop the fan-out
+                log.exception("subscriber %d: direct write failed", self.id)
+                taken = False
+            if taken:
+                queue.clear()
+                self.last_seq = batch[-1].seq
+                return
+        self.wake()
 
     def wake(self) -> None:
         """Let the reader take what is queued."""
@@ -329,19 +362,19 @@ class Hub:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop, so no reader is waiting
-            self._wake_all()
+            self._flush_all()
             return
         if self.flush_seconds > 0:
-            self._flush = loop.call_later(self.flush_seconds, self._wake_all)
+            self._flush = loop.call_later(self.flush_seconds, self._flush_all)
         else:
-            self._wake_all()
+            self._flush_all()
 
-    def _wake_all(self) -> None:
+    def _flush_all(self) -> None:
         self._flush = None
         subs = list(self._to_wake.values())
         self._to_wake.clear()
         for sub in subs:
-            sub.wake()
+            sub.flush()
 
     def subscribe(self, topics: Iterable[str], queue_size: int | None = None) -> Subscriber:
         sub = Subscriber(expand_topics(topics), queue_size or self.queue_size)

@@ -201,3 +201,28 @@ def test_ws_frames_are_whole_unmasked_text_frames(size: int) -> None:
     else:
         head = 2
     assert n == len(body) and frame[head:] == body
+
+
+async def test_a_parked_reader_is_bypassed_by_a_sink_that_takes_the_batch() -> None:
+    hub = Hub(flush_seconds=0)
+    sub = hub.subscribe(["drifts"])
+    taken: list[list[int]] = []
+    accept = True
+
+    def sink(batch: list[Message]) -> bool:
+        if accept:
+            taken.append([m.seq for m in batch])
+        return accept
+
+    sub.sink = sink
+    reader = asyncio.create_task(sub.next_batch())
+    await asyncio.sleep(0)  # parked
+    hub.deliver([Message(hub.next_seq(), "drifts", "drift", "t", DRIFT_MSG)])
+    assert taken == [[1]] and not sub.queue and not reader.done()
+    accept = False  # a slow client: the reader is woken and takes the batch itself
+    hub.deliver([Message(hub.next_seq(), "drifts", "drift", "t", DRIFT_MSG)])
+    assert [m.seq for m in await asyncio.wait_for(reader, 10)] == [2]
+    # Not parked (it holds a batch it has not written): the sink must not overtake it.
+    accept = True
+    hub.deliver([Message(hub.next_seq(), "drifts", "drift", "t", DRIFT_MSG)])
+    assert taken == [[1]] and [m.seq for m in sub.queue] == [3]

@@ -5,7 +5,6 @@ oldest message kept)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -123,6 +122,7 @@ class EventStream(Response):
         self.resume = resume
         self.head = head
         self.keepalive = keepalive
+        self.last = head  # the latest sequence number written
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         watcher = asyncio.ensure_future(self._watch(receive))
@@ -148,30 +148,45 @@ class EventStream(Response):
                 await send({"type": "http.response.body", "body": data, "more_body": True})
 
         await write(b"".join(self.opening))
-        last = self.resume.after if self.resume is not None else self.head
-        if last < self.head:
-            async for page in replay(live, sub, last, sub.topics, self.head):
+        self.last = self.resume.after if self.resume is not None else self.head
+        if self.last < self.head:
+            async for page in replay(live, sub, self.last, sub.topics, self.head):
                 await write(b"".join(m.sse_bytes() for m in page))
-            last = self.head
+            self.last = self.head
+        if chunks is not None:
+            sub.sink = lambda batch: self._sink(chunks, batch)
         while True:
             batch = await sub.next_batch(self.keepalive)
             if sub.lagged:
                 note = {
                     "message": "subscriber queue overflowed; reconnect with Last-Event-ID "
                     "to resume",
-                    "last_event_id": last,
+                    "last_event_id": self.last,
                 }
-                await write(_frame("lagged", last, note))
+                await write(_frame("lagged", self.last, note))
                 return
             if sub.closed:
                 return
             if not batch:
                 await write(b": keep-alive\n\n")
                 continue
-            fresh = [m for m in batch if m.seq > last or not m.durable]
+            fresh = self._fresh(batch)
             if fresh:
-                last = max(last, fresh[-1].seq)
+                self.last = max(self.last, fresh[-1].seq)
                 await write(b"".join(m.sse_bytes() for m in fresh))
+
+    def _fresh(self, batch: list[Message]) -> list[Message]:
+        # Ephemeral messages repeat the latest number; stored ones may repeat the replay's.
+        return [m for m in batch if m.seq > self.last or not m.durable]
+
+    def _sink(self, chunks: ChunkWriter, batch: list[Message]) -> bool:
+        """The hub's direct path while the pump is idle: the batch as one chunk, now."""
+        fresh = self._fresh(batch)
+        if fresh:
+            if not chunks.write(b"".join(m.sse_bytes() for m in fresh)):
+                return False
+            self.last = max(self.last, fresh[-1].seq)
+        return True
 
 
 def _since(request: Request) -> int | None:
@@ -218,10 +233,3 @@ async def stream(request: Request) -> Response:
     if resume is not None and resume.kind != "replay":
         opening.append(_frame(resume.kind, point, resume.notice()))
     return EventStream(d, sub, opening, resume, head, d.settings.sse_keepalive_seconds)
-
-
-async def close_quietly(task: asyncio.Task[Any]) -> None:
-    """Cancel `task` and wait for it, whatever it raised."""
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task

@@ -8,6 +8,7 @@ handshake), shutdown (1001) or an oversized frame (1009, uvicorn's `ws_max_size`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from typing import Any
@@ -16,7 +17,7 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from monitor.filters import FilterError, parse_filter
-from monitor.hub import VALID_TOPICS, Subscriber, expand_topics, parse_seq
+from monitor.hub import VALID_TOPICS, Message, Subscriber, expand_topics, parse_seq
 from monitor.store import DriftFilter, EventFilter
 from web.envelope import (
     DRIFT_KINDS,
@@ -28,7 +29,7 @@ from web.envelope import (
     json_object,
 )
 from web.facade import Api, api_of
-from web.live import close_quietly, parse_topics, plan, replay
+from web.live import parse_topics, plan, replay
 from web.transport import FrameWriter
 
 log = logging.getLogger("driftline.ws")
@@ -145,6 +146,8 @@ class WsSession:
 
     async def writer(self) -> None:
         sub = self.sub
+        if self.frames is not None:
+            sub.sink = self._sink
         while True:
             batch = await sub.next_batch()
             if sub.lagged:
@@ -159,7 +162,7 @@ class WsSession:
                 if self.ws.application_state == WebSocketState.CONNECTED:
                     await self.ws.close(WS_GOING_AWAY)
                 return
-            fresh = [m for m in batch if not m.durable or m.seq > self.last]
+            fresh = self._fresh(batch)
             if not fresh:
                 continue
             self.last = max(self.last, fresh[-1].seq)
@@ -169,6 +172,21 @@ class WsSession:
                 ):
                     for m in fresh:
                         await self.ws.send_text(m.ws_text())
+
+    def _fresh(self, batch: list[Message]) -> list[Message]:
+        # Ephemeral messages repeat the latest number; stored ones may repeat the replay's.
+        return [m for m in batch if not m.durable or m.seq > self.last]
+
+    def _sink(self, batch: list[Message]) -> bool:
+        """The hub's direct path while the writer is idle and nothing else is being sent."""
+        if self.frames is None or self.send_lock.locked():
+            return False
+        fresh = self._fresh(batch)
+        if fresh:
+            if not self.frames.write(b"".join([m.ws_frame() for m in fresh])):
+                return False
+            self.last = max(self.last, fresh[-1].seq)
+        return True
 
     async def reader(self) -> None:
         limit = self.d.settings.max_ws_message_bytes
@@ -295,6 +313,13 @@ class WsSession:
             ef = EventFilter(severity=severity, provider=text["provider"])
             items, total = await self.d.events(ef, page, limit)
         return {what: items, "page": page, "limit": limit, "total": total}
+
+
+async def close_quietly(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` and wait for it, whatever it raised."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
 
 
 def _state(api: Api) -> dict[str, Any]:
