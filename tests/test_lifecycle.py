@@ -244,7 +244,8 @@ def test_migration_from_schema_1(tmp_path: Path) -> None:
         "event_name": "TagRole",
         "event_time": "2025-01-01T00:00:00Z",
         "detected_at": "2025-01-01T00:00:01Z",
-        "actor": {},
+        "actor": {"type": "IAMUser", "user_name": "alice", "arn": "arn:aws:iam::1:user/alice"},
+        "source_ip": "192.0.2.9",
         "status": "detected",
     }
     db.execute(
@@ -276,6 +277,18 @@ def test_migration_from_schema_1(tmp_path: Path) -> None:
     try:
         d = store.drift("drift-old")
         assert d is not None and d["type"] == "security" and d["occurrences"] == 1
+        # Schema 6 lists the drift's own actor (from the body, kept as a BLOB) as its first.
+        assert d["actors"] == [
+            {
+                "type": "IAMUser",
+                "user_name": "alice",
+                "arn": "arn:aws:iam::1:user/alice",
+                "principal_id": None,
+                "source_ip": "192.0.2.9",
+                "first_seen": "2025-01-01T00:00:00Z",
+            }
+        ]
+        assert d["actor_count"] == 1
         assert store.summary()["total"] == 1 and store.summary()["by_severity"]["high"] == 1
         assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
