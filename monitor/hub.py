@@ -42,7 +42,7 @@ MAX_SEQ = 2**63 - 1
 # Subscribers are woken at most this often: what arrives meanwhile goes out in one write per
 # subscriber. A write (a system call, a task switch) costs the same for one message as for
 # ten, so under load this is most of the fan-out's cost; it adds at most this much latency.
-FLUSH_SECONDS = 0.02
+FLUSH_SECONDS = 0.01
 
 
 @dataclass(slots=True)
