@@ -14,15 +14,17 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp
 
 from monitor.auth import Permission
-from web import auth_routes, graph, ingest, live, rest, state_sources
+from web import auth_routes, graph, ingest, live, live_ws, rest, state_sources
 from web.access import guard, guard_ws, guarded_stream
 from web.envelope import ApiError, JSONResponse, error
 from web.facade import Api
 from web.openapi import SPEC
 from web.security import SecurityMiddleware
 from web.sessions import Security
+from web.transport import ServerSend
 
 log = logging.getLogger("driftline.web")
 
@@ -135,8 +137,15 @@ def routes() -> list[Route | WebSocketRoute]:
         Route("/api/v1/audit-log", guard(A, auth_routes.audit_log)),
         Route("/api/v1/audit-log/verify", guard(A, auth_routes.audit_verify)),
         Route("/openapi.json", guard(R, openapi)),
-        WebSocketRoute("/ws", guard_ws(R, live.websocket)),
+        WebSocketRoute("/ws", guard_ws(R, live_ws.websocket)),
     ]
+
+
+class App(Starlette):
+    """Starlette with `ServerSend` outside even its error middleware."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return ServerSend(super().build_middleware_stack())
 
 
 def create_app(api: Api) -> Starlette:
@@ -150,7 +159,7 @@ def create_app(api: Api) -> Starlette:
         finally:
             await api.stop()
 
-    app = Starlette(
+    app = App(
         routes=routes(),
         middleware=[
             Middleware(SecurityMiddleware, allowed_hosts=api.settings.allowed_hosts),

@@ -8,23 +8,25 @@ from monitor.lifecycle import DRIFT_TYPES, LifecycleError
 from monitor.store.protocol import (
     DeadLetter,
     DriftFilter,
+    DriftUpdated,
     EventFilter,
     MessageRow,
     Publisher,
     Retention,
     StatusChange,
-    StatusMoved,
     Store,
     StoreSettings,
     WriteBatch,
     WriteOutcome,
 )
+from monitor.store.rows import alert_body, drift_payload, event_body
 from monitor.store.sqlite import SqliteStore
 
 __all__ = [
     "DRIFT_TYPES",
     "DeadLetter",
     "DriftFilter",
+    "DriftUpdated",
     "EventFilter",
     "LifecycleError",
     "MessageRow",
@@ -32,9 +34,11 @@ __all__ = [
     "Retention",
     "SqliteStore",
     "StatusChange",
-    "StatusMoved",
     "Store",
     "StoreSettings",
     "WriteBatch",
     "WriteOutcome",
+    "alert_body",
+    "drift_payload",
+    "event_body",
 ]
