@@ -61,6 +61,20 @@ def _inputs(
         yield path, read_documents(path)
 
 
+def _report(
+    drifts: Iterable[Drift],
+    position: str,
+    summary: BatchSummary,
+    emit: Callable[[Drift, str], None],
+) -> None:
+    for drift in drifts:
+        if drift.suppressed_by is not None:  # covered by the ignore file: not reported
+            summary.skipped["ignored by " + drift.suppressed_by] += 1
+            continue
+        summary.drifts[drift.kind.value] += 1
+        emit(drift, position)
+
+
 def run_batch(
     detector: Detector,
     paths: Iterable[str | Path],
@@ -101,9 +115,7 @@ def run_batch(
                     result = detector.detect(item)
                     if result.skipped:
                         summary.skipped[result.skipped] += 1
-                    for drift in result.drifts:
-                        summary.drifts[drift.kind.value] += 1
-                        emit(drift, raw.position)
+                    _report(result.drifts, raw.position, summary, emit)
         with contextlib.suppress(OSError):
             done_bytes += path.stat().st_size if path is not None else 0
         if progress is not None:
