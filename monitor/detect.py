@@ -8,6 +8,7 @@ from typing import Any
 
 from monitor.clock import utc_now
 from monitor.drifts import DriftFactory
+from monitor.noise import Noise, NoiseRules
 from monitor.targets import TargetResolver
 from monitor.tfstate import ResourceInstance, StateIndex
 from monitor.types import ChangeEvent, Clock, Drift, SkipReason
@@ -119,20 +120,25 @@ class Detector:
         index: StateIndex,
         apply_principals: Iterable[str] = (),
         clock: Clock = utc_now,
+        noise: Noise | None = None,
     ) -> None:
+        """`noise` is shared with whoever changes it at runtime (else one is made holding
+        `apply_principals`)."""
         self.catalogue = catalogue
         self.severity = severity
         self.index = index
-        self.apply_principals = frozenset(apply_principals)
         self.clock = clock
-        self.drifts = DriftFactory(severity, index.declared_by)
+        self.noise = noise or Noise(NoiseRules(apply_principals=frozenset(apply_principals)))
+        self.drifts = DriftFactory(severity, index.declared_by, self.noise)
         self.targets = TargetResolver(index, self.drifts)
 
     def with_index(self, index: StateIndex) -> Detector:
         """The same rules over a new state (after a reload)."""
-        return Detector(self.catalogue, self.severity, index, self.apply_principals, self.clock)
+        return Detector(self.catalogue, self.severity, index, (), self.clock, self.noise)
 
-    def skip_reason(self, event: ChangeEvent) -> str | None:
+    def skip_reason(
+        self, event: ChangeEvent, apply_principals: frozenset[str] = frozenset()
+    ) -> str | None:
         """Why this event cannot be drift whatever the state says, or None."""
         if event.error_code:
             return SkipReason.FAILED
@@ -147,16 +153,33 @@ class Detector:
             role and (SERVICE_ROLE_PATH in role or SERVICE_ROLE_NAME in role)
         ):
             return SkipReason.SERVICE
-        if self.apply_principals and (
-            actor.arn in self.apply_principals
-            or actor.role in self.apply_principals
-            or actor.user_name in self.apply_principals
+        if apply_principals and (
+            actor.arn in apply_principals
+            or actor.role in apply_principals
+            or actor.user_name in apply_principals
         ):
             return SkipReason.TERRAFORM
         return None
 
     def detect(self, event: ChangeEvent) -> Detection:
-        skip = self.skip_reason(event)
+        """The event's drifts, after noise control (the rules current when it starts)."""
+        rules = self.noise.current
+        found = self._detect(event, rules.apply_principals)
+        if not found.drifts or not rules.active:
+            return found
+        now = found.drifts[0].detected_at  # one clock reading decides every expiry
+        kept: list[Drift] = []
+        reason: str | None = None
+        for d in found.drifts:
+            judged = rules.judge(d, now)
+            if isinstance(judged, str):
+                reason = judged
+            else:
+                kept.append(judged)
+        return Detection(tuple(kept), None if kept else reason)
+
+    def _detect(self, event: ChangeEvent, apply_principals: frozenset[str]) -> Detection:
+        skip = self.skip_reason(event, apply_principals)
         if skip:
             return Detection((), skip)
         rule = self.catalogue.lookup(event.event_source, event.event_name)

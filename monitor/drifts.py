@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
+from monitor.noise import CustomRule, Noise
 from monitor.tfstate import REDACTED, ResourceInstance, StateLabel, is_secret_name
 from monitor.types import ChangeEvent, Drift, DriftKind
 from rules.catalogue import EventRule
@@ -18,17 +19,20 @@ def drift_id(event_id: str, resource_id: str, field: str | None) -> str:
 
 
 class DriftFactory:
-    """Builds the drifts of one detector: rated by its severity rules, secrets redacted."""
+    """Builds the drifts of one detector: rated by its custom rules, then its severity
+    rules; secrets redacted."""
 
-    __slots__ = ("declared_by", "severity")
+    __slots__ = ("declared_by", "noise", "severity")
 
     def __init__(
         self,
         severity: SeverityRules,
         declared_by: Callable[[ResourceInstance], tuple[StateLabel, ...]] = lambda inst: (),
+        noise: Noise | None = None,
     ) -> None:
         self.severity = severity
         self.declared_by = declared_by  # the states (source, workspace) declaring a resource
+        self.noise = noise or Noise()
 
     def coarse(
         self, event: ChangeEvent, rule: EventRule | None, inst: ResourceInstance, detected_at: str
@@ -61,8 +65,13 @@ class DriftFactory:
             old = REDACTED if old is not None else None
             new = REDACTED if new is not None else None
         category = rule.category if rule else "other"
+        custom = self._custom(event, rtype, field, inst)
+        if custom is not None and custom.category:
+            category = custom.category
         event_key = f"{event.event_source}:{event.event_name}"
-        if rule and rule.severity and event_key not in self.severity.events:
+        if custom is not None and custom.severity:
+            severity = custom.severity
+        elif rule and rule.severity and event_key not in self.severity.events:
             severity = rule.severity
         else:
             severity = self.severity.rate(category, field, kind.value, event_key)
@@ -90,3 +99,14 @@ class DriftFactory:
             user_agent=event.user_agent,
             states=self.declared_by(inst) if inst else (),
         )
+
+    def _custom(
+        self, event: ChangeEvent, rtype: str, field: str | None, inst: ResourceInstance | None
+    ) -> CustomRule | None:
+        rules = self.noise.current
+        if not rules.by_custom:
+            return None
+        tags = None
+        if inst is not None:
+            tags = inst.attributes.get("tags_all") or inst.attributes.get("tags")
+        return rules.rate(event.event_name, rtype, field, event.account_id, tags)

@@ -68,6 +68,8 @@ class SkipReason(StrEnum):
     NOT_IN_STATE = "resource not in state"
     IN_STATE = "created resource is in state"
     NO_CHANGE = "matches state"
+    DISABLED = "disabled rule"
+    OUT_OF_SCOPE = "unmanaged outside the watched scope"
 
 
 class _Unread:
@@ -279,9 +281,11 @@ class Drift:
     status: str = "detected"
     # The states declaring the resource (source URL, workspace, lineage); empty if unmanaged.
     states: tuple[StateLabel, ...] = ()
+    # The suppression (or `.driftignore:LINE`) that keeps this drift off the `drifts` topic.
+    suppressed_by: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "kind": self.kind.value,
             "severity": self.severity,
@@ -307,6 +311,9 @@ class Drift:
             "states": [s.as_dict() for s in self.states],
             "workspace": self.states[0].workspace if self.states else None,
         }
+        if self.suppressed_by is not None:
+            out["suppressed_by"] = self.suppressed_by
+        return out
 
 
 class DecodeError(ValueError):

@@ -105,6 +105,28 @@ def test_apply_principal_is_not_drift(state_file: Path) -> None:
     assert proc.returncode == 0 and proc.stdout == ""
 
 
+def test_ignore_file_leaves_covered_drifts_out(state_file: Path, tmp_path: Path) -> None:
+    every = [
+        json.loads(line)
+        for line in run(
+            "detect", "-q", "--state", str(state_file), str(INVICTUS)
+        ).stdout.splitlines()
+    ]
+    first = every[0]
+    ignore = tmp_path / ".driftignore"
+    # driftctl's format: every resource of one type.
+    ignore.write_text(f"# noise\n{first['resource_type']}.*\n")
+    proc = run("detect", "--state", str(state_file), "--ignore-file", str(ignore), str(INVICTUS))
+    kept = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert kept == [] or all(d["resource_type"] != first["resource_type"] for d in kept)
+    assert len(kept) == sum(d["resource_type"] != first["resource_type"] for d in every)
+    assert f"{len(every) - len(kept)} more left out by the ignore file" in proc.stderr
+    missing = run(
+        "detect", "--state", str(state_file), "--ignore-file", str(tmp_path / "nope"), str(INVICTUS)
+    )
+    assert missing.returncode == 2 and "cannot read the ignore file" in missing.stderr
+
+
 def test_falco_files_and_rejections_are_summarised(state_file: Path) -> None:
     proc = run("detect", "--state", str(state_file), str(FALCO))
     assert proc.returncode in (0, 1)

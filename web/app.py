@@ -17,7 +17,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp
 
 from monitor.auth import Permission
-from web import auth_routes, graph, ingest, live, live_ws, rest, state_sources
+from web import auth_routes, graph, ingest, live, live_ws, noise_routes, rest, state_sources
 from web.access import guard, guard_ws, guarded_stream
 from web.envelope import ApiError, JSONResponse, error
 from web.facade import Api
@@ -134,11 +134,55 @@ def routes() -> list[Route | WebSocketRoute]:
             guard(A, state_sources.delete_source, "state_source.delete"),
             methods=["DELETE"],
         ),
+        *_noise_routes(),
         Route("/api/v1/audit-log", guard(A, auth_routes.audit_log)),
         Route("/api/v1/audit-log/verify", guard(A, auth_routes.audit_verify)),
         Route("/openapi.json", guard(R, openapi)),
         WebSocketRoute("/ws", guard_ws(R, live_ws.websocket)),
     ]
+
+
+def _noise_routes() -> list[Route]:
+    """Suppressions are an analyst's; rules and apply principals are configuration."""
+    n = noise_routes
+    out = [Route("/api/v1/rules", guard(R, n.rules))]
+    for path, kind, audit, read, write in (
+        ("/api/v1/suppressions", "suppression", "suppression", L, L),
+        ("/api/v1/custom-rules", "custom_rule", "custom_rule", R, A),
+        ("/api/v1/disabled-rules", "disabled_rule", "disabled_rule", R, A),
+    ):
+        out += [
+            Route(path, guard(read, n.list_items(kind))),
+            Route(path, guard(write, n.create_item(kind), audit + ".create"), methods=["POST"]),
+            Route(
+                path + "/{id}",
+                guard(write, n.delete_item(kind), audit + ".delete"),
+                methods=["DELETE"],
+            ),
+        ]
+        if kind != "disabled_rule":
+            out.append(
+                Route(
+                    path + "/{id}",
+                    guard(write, n.patch_item(kind), audit + ".update"),
+                    methods=["PATCH"],
+                )
+            )
+    principals = "/api/v1/apply-principals"
+    out += [
+        Route(principals, guard(R, n.list_items("apply_principal"))),
+        Route(
+            principals,
+            guard(A, n.create_item("apply_principal"), "apply_principal.create"),
+            methods=["POST"],
+        ),
+        Route(
+            principals,
+            guard(A, n.delete_principal, "apply_principal.delete"),
+            methods=["DELETE"],
+        ),
+    ]
+    return out
 
 
 class App(Starlette):

@@ -6,6 +6,7 @@ from typing import Any
 
 from web.envelope import DRIFT_KINDS, DRIFT_STATUSES, MAX_PAGE, SEVERITIES
 from web.openapi_auth import secure
+from web.openapi_noise import PATHS as NOISE_PATHS
 
 PAGE = [
     {
@@ -153,6 +154,11 @@ DRIFT_FILTERS = [
     _q("type", "drift type (from the rule category)", ["configuration", "security", "compliance"]),
     _q("since", "event time lower bound (ISO 8601)"),
     _q("until", "event time upper bound (ISO 8601)"),
+    _q(
+        "suppressed",
+        "true: the drifts a suppression held back (with suppressed_by), page and limit only",
+        ["true", "false"],
+    ),
 ]
 
 SPEC: dict[str, Any] = {
@@ -407,4 +413,5 @@ SPEC: dict[str, Any] = {
     },
 }
 
+SPEC["paths"].update(NOISE_PATHS)
 secure(SPEC)

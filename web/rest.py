@@ -188,8 +188,18 @@ def drift_filter(request: Request) -> DriftFilter:
 
 async def drifts(request: Request) -> Response:
     page, limit = page_params(request)
+    if choice_param(request, "suppressed", ("true", "false")) == "true":
+        return await _suppressed(request, page, limit)
     f = drift_filter(request)
     items, total = await api_of(request).drifts(f, page, limit)
+    return ok(page_data("drifts", items, page, limit, total))
+
+
+async def _suppressed(request: Request, page: int, limit: int) -> Response:
+    """Drifts a suppression held back (stored, never published), for review."""
+    if drift_filter(request) != DriftFilter():
+        raise ApiError("VALIDATION_ERROR", "suppressed=true takes only page and limit")
+    items, total = await api_of(request).suppressed_drifts(page, limit)
     return ok(page_data("drifts", items, page, limit, total))
 
 

@@ -28,6 +28,7 @@ class BatchSummary:
     rejected: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     drifts: Counter[str] = field(default_factory=Counter)
+    ignored: int = 0  # drifts the ignore file covers (not reported)
 
     @property
     def undecodable(self) -> bool:
@@ -47,6 +48,8 @@ class BatchSummary:
                 else ""
             ),
         ]
+        if self.ignored:
+            out.append(f"driftline: {self.ignored} more left out by the ignore file")
         for reason, count in self.rejected.most_common():
             out.append(f"driftline: rejected {count}: {reason}")
         return out
@@ -59,6 +62,20 @@ def _inputs(
         yield None, documents(stdin, FILE_LIMITS, "<stdin>")
     for path in files:
         yield path, read_documents(path)
+
+
+def _report(
+    drifts: Iterable[Drift],
+    position: str,
+    summary: BatchSummary,
+    emit: Callable[[Drift, str], None],
+) -> None:
+    for drift in drifts:
+        if drift.suppressed_by is not None:  # covered by the ignore file: not reported
+            summary.ignored += 1
+            continue
+        summary.drifts[drift.kind.value] += 1
+        emit(drift, position)
 
 
 def run_batch(
@@ -101,9 +118,7 @@ def run_batch(
                     result = detector.detect(item)
                     if result.skipped:
                         summary.skipped[result.skipped] += 1
-                    for drift in result.drifts:
-                        summary.drifts[drift.kind.value] += 1
-                        emit(drift, raw.position)
+                    _report(result.drifts, raw.position, summary, emit)
         with contextlib.suppress(OSError):
             done_bytes += path.stat().st_size if path is not None else 0
         if progress is not None:

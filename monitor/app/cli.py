@@ -15,6 +15,7 @@ from monitor.app.progress import Progress
 from monitor.app.report_formats import Found
 from monitor.app.serve import add_serve_parser
 from monitor.engine import build_detector
+from monitor.noise import IgnoreFileError, load_driftignore
 from monitor.statesrc import SourceError
 from monitor.tfstate import StateError
 from monitor.types import Drift
@@ -49,9 +50,11 @@ def _version() -> str:
 def _detect(args: argparse.Namespace) -> int:
     try:
         detector = build_detector(args.state, args.severity_rules, args.apply_principal)
+        if args.ignore_file:
+            detector.noise.update(ignore=load_driftignore(args.ignore_file))
         paths, stdin = _read_stdin(args.events)
         files = event_files(paths)
-    except (StateError, SourceError, CatalogueError, FileNotFoundError) as exc:
+    except (StateError, SourceError, CatalogueError, IgnoreFileError, FileNotFoundError) as exc:
         print(f"driftline: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     if not files and stdin is None:
@@ -122,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="ARN_OR_NAME",
         help="an identity that runs terraform apply; its calls are not drift",
+    )
+    det.add_argument(
+        "--ignore-file",
+        metavar="PATH",
+        help="a .driftignore (driftctl's format): drifts it covers are not reported",
     )
     det.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     det.add_argument(

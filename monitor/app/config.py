@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from monitor.noise import UnmanagedScope
 from monitor.statesrc import Credentials, SourceError, SourceSpec, parse_source
 from monitor.statesrc.spec import has_glob
 
@@ -49,6 +50,10 @@ class Config:
     synchronous: str = "FULL"  # SQLite: FULL survives power loss, NORMAL only process crashes
     severity_rules: str | None = None
     apply_principals: list[str] = field(default_factory=list)
+    ignore_file: str | None = None  # a .driftignore (driftctl's format), reloaded on change
+    # Whether creates no state declares are reported: {default, accounts, regions,
+    # resource_types} -> account (all of the account is watched) | state (only the states)
+    unmanaged_scope: dict[str, Any] = field(default_factory=dict)
     cors_origins: list[str] = field(default_factory=lambda: list(DEV_ORIGINS))
     auth: bool = True  # API keys on every route but /livez and /readyz (--no-auth: loopback only)
     allowed_hosts: list[str] = field(default_factory=list)  # default: loopback names + host
@@ -158,6 +163,12 @@ class Config:
                 raise ConfigError(f"state: {spec.location}: no such file or directory")
         if self.severity_rules and not Path(self.severity_rules).is_file():
             raise ConfigError(f"severity_rules: {self.severity_rules}: no such file")
+        if self.ignore_file and not Path(self.ignore_file).is_file():
+            raise ConfigError(f"ignore_file: {self.ignore_file}: no such file")
+        try:
+            UnmanagedScope.of(self.unmanaged_scope)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.trail_dir and not Path(self.trail_dir).is_dir():
             raise ConfigError(f"trail_dir: {self.trail_dir}: no such directory")
         for name in ("falco_grpc_ca", "falco_grpc_cert", "falco_grpc_key"):
@@ -258,12 +269,18 @@ def _coerce(name: str, value: Any, kind: str) -> Any:
             if isinstance(value, bool):
                 return value
             return str(value).lower() in ("1", "true", "yes", "on")
+        if kind.startswith("dict["):
+            # From the file a mapping; from the environment YAML (or JSON) text.
+            found = yaml.safe_load(value) if isinstance(value, str) else value
+            if not isinstance(found, dict):
+                raise TypeError(name)
+            return found
         if kind == "list[str]":
             if isinstance(value, str):
                 return [v.strip() for v in value.split(",") if v.strip()]
             return [str(v) for v in value]
         return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, yaml.YAMLError):
         raise ConfigError(f"{name}: {value!r} is not a valid {kind}") from None
 
 

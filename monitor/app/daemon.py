@@ -21,6 +21,15 @@ from monitor.clock import utc_now
 from monitor.detect import Detector
 from monitor.engine import build_index, load_rules
 from monitor.hub import Hub
+from monitor.noise import (
+    DriftIgnore,
+    IgnoreFileError,
+    IgnoreFileWatch,
+    Noise,
+    NoiseRules,
+    UnmanagedScope,
+)
+from monitor.noise.service import NoiseControl
 from monitor.pipeline import Pipeline
 from monitor.statesrc import PollResult, SourceSpec, StateSources, Timing, parse_source
 from monitor.store import DeadLetter, Retention, SqliteStore, Store, StoreSettings
@@ -65,10 +74,17 @@ class Daemon:
         self.state_sources = StateSources(specs, timing, clock)
         self.state = StateStatus(self.state_sources.load(), clock())
         index = build_index(self.state.states, self.catalogue)
-        self.detector = Detector(
-            self.catalogue, self.severity, index, config.apply_principals, clock
+        self.ignore_file = IgnoreFileWatch(config.ignore_file) if config.ignore_file else None
+        self.noise = Noise(
+            NoiseRules(
+                ignore=self.ignore_file.load() if self.ignore_file else DriftIgnore(),
+                unmanaged=UnmanagedScope.of(config.unmanaged_scope),
+            )
         )
+        self.detector = Detector(self.catalogue, self.severity, index, (), clock, self.noise)
         self.store: Store = self._open_store()
+        self.noise_control = NoiseControl(self.noise, self.store, clock, config.apply_principals)
+        self.noise_control.load()
         data_dir = None if config.store == "memory" else config.data_dir
         self.access = Access.open(data_dir, clock, enabled=config.auth)
         self.hub = Hub(
@@ -108,6 +124,8 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._watch_state(), name="state-watch"))
         self._tasks.append(asyncio.create_task(self._prune_forever(), name="pruner"))
         self._tasks.append(asyncio.create_task(self._stats_forever(), name="stats"))
+        if self.ignore_file is not None:
+            self._tasks.append(asyncio.create_task(self._watch_ignore_file(), name="driftignore"))
         if self.config.demo:
             demo = replay_forever(
                 self.pipeline.ingest, self.catalogue.source_for, self.config.demo_interval_seconds
@@ -253,6 +271,34 @@ class Daemon:
                 last = await self.publish_stats(last)
             except Exception:  # a failed round must not end the publisher
                 log.exception("stats publisher")
+
+    def reload_ignore_file(self) -> bool:
+        """Re-read the ignore file if it changed (a bad one keeps the last good); True when
+        the new rules are in force."""
+        if self.ignore_file is None:
+            return False
+        try:
+            found = self.ignore_file.changed()
+        except IgnoreFileError as exc:
+            log.error("%s; keeping the last good version", exc)
+            return False
+        if found is None:
+            return False
+        for problem in found.problems:
+            log.warning("ignore file: %s", problem)
+        self.noise.update(ignore=found)
+        log.info("ignore file reloaded: %d rules", len(found.lines))
+        return True
+
+    async def _watch_ignore_file(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.state_poll_seconds)
+            try:
+                # On the loop: a stat every round, a read only when it changed, and the
+                # swap cannot interleave with an API change to the same rules.
+                self.reload_ignore_file()
+            except Exception:  # the watcher must outlive any one bad read
+                log.exception("ignore file watcher")
 
     async def _watch_state(self) -> None:
         while True:

@@ -12,6 +12,7 @@ from typing import Any
 
 from monitor.app.config import ConfigError, load_config
 from monitor.auth.db import AuthDbError
+from monitor.noise import IgnoreFileError
 from monitor.tfstate import StateError
 from rules.catalogue import CatalogueError
 
@@ -36,6 +37,12 @@ def add_serve_parser(sub: Any) -> None:
     srv.add_argument("--data-dir", help="where the store lives (default ~/.local/share/driftline)")
     srv.add_argument("--store", choices=["sqlite", "memory"], help="store backend")
     srv.add_argument("--severity-rules", metavar="PATH", help="severity rules override (YAML)")
+    srv.add_argument(
+        "--ignore-file",
+        metavar="PATH",
+        help="a .driftignore (driftctl's format), reloaded on change: covered drifts are "
+        "stored as suppressed, not published",
+    )
     srv.add_argument(
         "--apply-principal",
         action="append",
@@ -138,6 +145,7 @@ def _serve(args: argparse.Namespace) -> int:
         "data_dir": args.data_dir,
         "store": args.store,
         "severity_rules": args.severity_rules,
+        "ignore_file": args.ignore_file,
         "apply_principals": args.apply_principal,
         "cors_origins": args.cors_origin,
         "auth": args.auth,
@@ -163,7 +171,7 @@ def _serve(args: argparse.Namespace) -> int:
             # A demo starts from nothing each time unless told where to keep its data.
             config.data_dir = tempfile.mkdtemp(prefix="driftline-demo-")
         daemon = Daemon(config)
-    except (ConfigError, StateError, CatalogueError, AuthDbError) as exc:
+    except (ConfigError, StateError, CatalogueError, AuthDbError, IgnoreFileError) as exc:
         print(f"driftline: error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(

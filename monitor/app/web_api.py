@@ -11,6 +11,7 @@ from graph.builder import GraphBuilder
 from monitor.app.daemon import Daemon
 from monitor.auth.service import Access
 from monitor.hub import Message, Subscriber
+from monitor.noise.catalogue import catalogue_view
 from monitor.pipeline import IngestResult
 from monitor.statesrc import Credentials, SourceError, parse_source
 from monitor.store import DeadLetter, DriftFilter, EventFilter, StatusChange
@@ -154,6 +155,27 @@ class DaemonApi:
 
     async def remove_state_source(self, source_id: str) -> Row | None:
         return await self.daemon.remove_state_source(source_id)
+
+    # -- noise control
+
+    def noise_items(self, kind: str) -> list[Row]:
+        return self.daemon.noise_control.views(kind)
+
+    async def add_noise(self, kind: str, body: Row, actor: str) -> Row:
+        return await self.daemon.noise_control.add(kind, body, actor)
+
+    async def patch_noise(self, kind: str, item_id: str, body: Row) -> Row | None:
+        return await self.daemon.noise_control.patch(kind, item_id, body)
+
+    async def remove_noise(self, kind: str, item_id: str) -> Row | None:
+        return await self.daemon.noise_control.remove(kind, item_id)
+
+    def rule_catalogue(self) -> list[Row]:
+        d = self.daemon
+        return catalogue_view(d.catalogue, d.severity, d.noise.current)
+
+    async def suppressed_drifts(self, page: int, limit: int) -> tuple[list[Row], int]:
+        return await asyncio.to_thread(self.daemon.store.suppressed_drifts, page, limit)
 
     # -- health
 

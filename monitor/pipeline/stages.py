@@ -53,7 +53,7 @@ class IngestResult:
     drifts: int = 0
     drift_ids: list[str] = field(default_factory=list)
     repeats: int = 0  # drifts merged into an open drift (flood control)
-    suppressed: int = 0  # drifts matching an accepted baseline
+    suppressed: int = 0  # drifts matching an accepted baseline or a suppression
     failures: list[tuple[str, str]] = field(default_factory=list)  # decoded, then refused
 
     def refuse(self, position: str, reason: str, detail: str) -> None:
@@ -161,13 +161,16 @@ class Detect:
             if item.read_only and not self.store_readonly_events:
                 continue
             work.changes.append(item)
-            severity = event_severity(detection.drifts)
+            reported = [d for d in detection.drifts if d.suppressed_by is None]
+            severity = event_severity(reported)
             batch.events.append((item, severity))
             # Event ids and drift ids never collide: a drift id is derived, not an event's.
             body = event_body(item, severity)
             messages.append(PendingMessage("events", "event", body, item.event_id))
-            for drift in detection.drifts:
-                batch.drifts.append(drift)
+            batch.drifts.extend(detection.drifts)
+            # Suppressed drifts are stored but never reach the `drifts` topic, so nothing that
+            # feeds from it (live clients, outputs) sees them.
+            for drift in reported:
                 messages.append(PendingMessage("drifts", "drift", drift_payload(drift), drift.id))
         counters = batch.counters
         counters["ingest.records"] = result.accepted + result.rejected

@@ -50,6 +50,23 @@ class SqliteReads:
         )
         return drift_row(row) if row else None
 
+    def suppressed_drifts(self, page: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """Drifts a suppression held back, newest first, each naming it in `suppressed_by`."""
+        db = self._reader()
+        row = db.execute(
+            "SELECT value FROM counters WHERE name = 'drifts.suppressed_by_rule'"
+        ).fetchone()
+        found = db.execute(
+            "SELECT body FROM suppressed_drifts ORDER BY n DESC LIMIT ? OFFSET ?",
+            (limit, (page - 1) * limit),
+        ).fetchall()
+        return [orjson.loads(r[0]) for r in found], int(row[0]) if row else 0
+
+    def noise_items(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every stored noise control item as (kind, body), in the order they were added."""
+        rows = self._reader().execute("SELECT kind, body FROM noise ORDER BY rowid")
+        return [(kind, orjson.loads(body)) for kind, body in rows]
+
     def drift_detail(self, drift_id: str) -> dict[str, Any] | None:
         """A drift with its baseline, a JSON diff baseline -> current, occurrences, history."""
         d = self.drift(drift_id)

@@ -40,6 +40,16 @@ def prune(w: Writer, r: Retention) -> None:
         _delete_drifts(
             w, "status = 'resolved' AND updated_at < ?", (r.resolved_max_age,), r.chunk, pruned
         )
+    if r.resolved_max_age:
+        # Held-back drifts age out like resolved ones: they are kept for review, not forever.
+        cur = db.execute(
+            "DELETE FROM suppressed_drifts WHERE n IN (SELECT n FROM suppressed_drifts"
+            " WHERE detected_at < ? ORDER BY n LIMIT ?)",
+            (r.resolved_max_age, r.chunk),
+        )
+        if cur.rowcount > 0:
+            w.bump("drifts.suppressed_by_rule", -cur.rowcount)
+            pruned["suppressed_drifts"] = pruned.get("suppressed_drifts", 0) + cur.rowcount
     if r.drift_max_rows is not None:
         total = db.execute("SELECT COUNT(*) FROM drifts").fetchone()[0]
         extra = min(total - r.drift_max_rows, r.chunk)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # Single-column filters whose totals are kept as counters (COUNT(*) over a million rows is
 # too slow for a page request).
 COUNTED = ("severity", "status", "kind", "drift_type", "provider", "resource_type", "actor")
@@ -137,6 +137,21 @@ MIGRATIONS: dict[int, str] = {
         'principal_id', json_extract(CAST(body AS TEXT), '$.actor.principal_id'),
         'source_ip', json_extract(CAST(body AS TEXT), '$.source_ip'),
         'first_seen', event_time))
+    """,
+    # Noise control: suppressions, custom and disabled rules and apply principals (a JSON
+    # body per item), and the drifts a suppression held back (kept apart so the counters,
+    # facets and pages of /drifts stay about what is reported).
+    7: """
+    CREATE TABLE noise (
+        kind TEXT NOT NULL, id TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (kind, id)
+    );
+    CREATE TABLE suppressed_drifts (
+        n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+        suppressed_by TEXT NOT NULL, event_time TEXT NOT NULL, detected_at TEXT NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE INDEX suppressed_drifts_by ON suppressed_drifts(suppressed_by, n);
+    CREATE INDEX suppressed_drifts_detected ON suppressed_drifts(detected_at)
     """,
 }
 

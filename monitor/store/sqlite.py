@@ -12,6 +12,9 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from monitor.store.facets import Facets
 from monitor.store.protocol import (
@@ -172,6 +175,30 @@ class SqliteStore(SqliteReads):
         if db.in_transaction:
             db.execute("ROLLBACK")
         self._facets = Facets(db)  # forget facets the rolled-back work added
+
+    def put_noise(self, kind: str, item_id: str, body: dict[str, Any]) -> None:
+        """Keep (or replace) one noise control item, durably, before it takes effect."""
+        self._write_one(
+            "INSERT INTO noise VALUES (?,?,?) ON CONFLICT (kind, id) DO UPDATE"
+            " SET body = excluded.body",
+            (kind, item_id, orjson.dumps(body)),
+        )
+
+    def delete_noise(self, kind: str, item_id: str) -> bool:
+        """Forget one noise control item; False if there was none."""
+        return self._write_one("DELETE FROM noise WHERE kind = ? AND id = ?", (kind, item_id)) > 0
+
+    def _write_one(self, sql: str, args: tuple[Any, ...]) -> int:
+        with self._write_lock:
+            db = self._writer
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                count = db.execute(sql, args).rowcount
+                db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        return count
 
     def dead_letter(self, letter: DeadLetter) -> bool:
         """Keep a poison record (its first MiB) with its reason; False if already kept."""

@@ -23,7 +23,14 @@ from monitor.store.protocol import (
     WriteOutcome,
 )
 from monitor.store.retention import prune
-from monitor.store.rows import DRIFT_COLS, alert_body, alert_provider, drift_row, event_body
+from monitor.store.rows import (
+    DRIFT_COLS,
+    alert_body,
+    alert_provider,
+    drift_payload,
+    drift_row,
+    event_body,
+)
 from monitor.store.schema import FACET_COLS
 from monitor.types import Drift
 
@@ -155,10 +162,14 @@ class Writer:
         db = self.db
         if db.execute(
             "SELECT 1 FROM drifts WHERE id = ? UNION ALL "
-            "SELECT 1 FROM occurrences WHERE drift_id = ?",
-            (d.id, d.id),
+            "SELECT 1 FROM occurrences WHERE drift_id = ? UNION ALL "
+            "SELECT 1 FROM suppressed_drifts WHERE id = ?",
+            (d.id, d.id, d.id),
         ).fetchone():
             return  # redelivered input: already stored (or merged, or suppressed)
+        if d.suppressed_by is not None:
+            self._suppressed(d, d.suppressed_by)
+            return
         bkey = lifecycle.baseline_key(d)
         base = db.execute(
             "SELECT value, state_value FROM baselines WHERE key = ?", (bkey,)
@@ -178,6 +189,17 @@ class Writer:
             self._merge(d, *open_row)
             return
         self._insert_drift(d, key)
+
+    def _suppressed(self, d: Drift, by: str) -> None:
+        """Kept whole for review (GET /drifts?suppressed=true), never merged or counted as
+        reported."""
+        self.db.execute(
+            "INSERT INTO suppressed_drifts (id, suppressed_by, event_time, detected_at, body)"
+            " VALUES (?,?,?,?,?)",
+            (d.id, by, d.event_time, d.detected_at, orjson.dumps(drift_payload(d))),
+        )
+        self.out.suppressed_drifts.add(d.id)
+        self.bump("drifts.suppressed_by_rule")
 
     def _occurrence(self, d: Drift, parent: str) -> None:
         a = d.actor
