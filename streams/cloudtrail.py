@@ -98,4 +98,6 @@ def decode_record(rec: Any) -> ChangeEvent:
     uid = rec.get("userIdentity")
     if uid is not None and not isinstance(uid, dict):
         raise DecodeError("bad userIdentity", f"expected an object, got {type(uid).__name__}")
-    return ChangeEvent(event_id, source, name, normalise_time(when), rec)
+    if not (when.__class__ is str and len(when) == 20 and when[10] == "T" and when[19] == "Z"):
+        when = normalise_time(when)  # CloudTrail's own form is already canonical
+    return ChangeEvent(event_id, source, name, when, rec)
