@@ -94,7 +94,7 @@ def as_tuple(value: Any) -> tuple[Any, ...]:
 
 
 def _parse_attribute(where: str, field: Any, aspec: Any) -> AttributeRule:
-    """One entry of an event's `attributes`: `field: <path>` or `field: {from|const, as, map}`."""
+    """One of an event's `attributes`: a path, or `{from: path(s) | const, as, map, keys}`."""
     if not isinstance(field, str) or not FIELD.match(field):
         raise CatalogueError(f"{where}: bad attribute name {field!r}")
     where = f"{where}.{field}"
