@@ -139,14 +139,17 @@ class Detector:
 
     def skip_reason(self, event: ChangeEvent) -> SkipReason | None:
         """Why this event cannot be drift whatever the state says, or None."""
-        # Asked of every record and most are dismissed here: the first check reads the
-        # record itself rather than through a property (the same field, a call less).
-        if event.record.get("errorCode"):
+        # Asked of every record and most are dismissed here: the error code and the user
+        # agent are read from the record itself rather than through properties (the same
+        # fields; the user_agent property only strips S3's brackets, which cannot hide
+        # "Terraform/").
+        record = event.record
+        if record.get("errorCode"):
             return SkipReason.FAILED
         if event.read_only:
             return SkipReason.READ_ONLY
-        ua = event.user_agent
-        if ua and "Terraform/" in ua:
+        ua = record.get("userAgent")
+        if ua.__class__ is str and "Terraform/" in ua:
             return SkipReason.TERRAFORM
         actor = event.actor
         role = actor.role
