@@ -8,10 +8,14 @@ from typing import Any
 from monitor.drifts import DriftFactory
 from monitor.tfstate import ResourceInstance, StateIndex
 from monitor.types import ChangeEvent, Drift, DriftKind, SkipReason
+from rules.blocks import to_blocks
 from rules.catalogue import EventRule
 from rules.paths import WILDCARD, Template, extract, render
 from rules.targets import ANY, AttributeRule, Change, Target, When
-from rules.transforms import STATE_PARSERS, TRANSFORMS, TransformError, canon_scalar
+from rules.transforms import BLOCK_TRANSFORMS, STATE_PARSERS, TRANSFORMS, TransformError
+from rules.values import canon_scalar, is_hidden
+
+UNCOMPARED = "uncompared"  # the transform for a value set in a form that is not compared
 
 Outcome = tuple[list[Drift], str | None]  # the drifts, or why there are none
 
@@ -27,10 +31,11 @@ def _request_value(root: dict[str, Any], attr: AttributeRule) -> Any:
         return block or None
     if attr.path is None:
         return attr.const
-    values = extract(root, attr.path)
-    if not values:
-        return None
-    return values if WILDCARD in attr.path else values[0]
+    for path in (attr.path, *attr.alternatives):
+        values = extract(root, path)
+        if values:
+            return values if WILDCARD in path else values[0]
+    return None
 
 
 def _applies(root: dict[str, Any], when: When) -> bool:
@@ -58,6 +63,20 @@ def _first_rendered(root: dict[str, Any], templates: tuple[Template, ...]) -> st
     return None
 
 
+def _compare(attr: AttributeRule, new_raw: Any, old: Any) -> tuple[Any, Any, bool]:
+    """The state value as the transform reads it, the call's new value, and whether they
+    differ; TransformError when the request value cannot be read as the attribute."""
+    make, canon = TRANSFORMS[attr.transform]
+    parser = STATE_PARSERS.get(attr.transform)
+    if parser is not None:
+        with contextlib.suppress(TransformError):
+            old = parser(old)
+    if attr.transform in BLOCK_TRANSFORMS:
+        new_raw = to_blocks(new_raw, old, dict(attr.keys))
+    new = make(new_raw, old)
+    return old, new, canon(new) != canon(old)
+
+
 class TargetResolver:
     """Tries an entry's targets in order against one state index."""
 
@@ -78,9 +97,11 @@ class TargetResolver:
         """The first target the state declares for the resource `rid` (or the targets' own
         ids) names, and what the call did to it; else what it created, or why nothing."""
         named = rid
+        applied = False
         for target in rule.targets:
             if target.when and not _applies(root, target.when):
                 continue
+            applied = True
             if target.shared:
                 key = rid
                 inst = None if rid is None else self.index.find(target.resource_type, rid)
@@ -96,6 +117,10 @@ class TargetResolver:
             rid_out = _first_rendered(root, unmanaged.ids) or named
             if rid_out is not None:
                 return self._unmanaged(event, rule, unmanaged.resource_type, rid_out, detected_at)
+        if not applied:
+            # Every target asks for values this call does not carry: it changes nothing the
+            # state could declare (CreatePolicyVersion without setAsDefault).
+            return [], SkipReason.NO_CHANGE
         if named is None:
             return [], SkipReason.NO_ID
         if rule.change is Change.CREATE and unmanaged is None:
@@ -187,17 +212,16 @@ class TargetResolver:
             if attr.mapping:
                 table = dict(attr.mapping)
                 new_raw = table.get(str(new_raw), new_raw)
-            make, canon = TRANSFORMS[attr.transform]
             old = inst.value(attr.field)
-            parser = STATE_PARSERS.get(attr.transform)
-            if parser is not None:
-                with contextlib.suppress(TransformError):
-                    old = parser(old)
-            try:
-                new = make(new_raw, old)
-                differs = canon(new) != canon(old)
-            except TransformError:
-                continue
+            if attr.transform == UNCOMPARED or is_hidden(new_raw):
+                # The call set the field; to what, the log hides or Driftline cannot compare:
+                # the field is named, with no new value.
+                new, differs = None, True
+            else:
+                try:
+                    old, new, differs = _compare(attr, new_raw, old)
+                except TransformError:
+                    continue
             extracted = True
             if differs:
                 drifts.append(

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from rules.transforms import canon_key
+from rules.values import canon_key
 
 SUPPORTED_VERSION = 4
 REDACTED = "(sensitive)"

@@ -193,7 +193,10 @@ class ChangeEvent:
         # Detection asks first and the graph asks again: parsed once.
         value = self._read_only
         if value is _UNREAD:
-            value = self._read_only = _read_only(self.record.get("readOnly"))
+            value = self.record.get("readOnly")
+            if value is not True and value is not False and value is not None:
+                value = _read_only(value)  # "true" from pipelines that stringify it
+            self._read_only = value
         return value  # type: ignore[return-value]
 
     @property

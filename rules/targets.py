@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from rules.paths import PathError, RecordPath, Template, parse_path, parse_template
-from rules.transforms import TRANSFORMS
+from rules.transforms import BLOCK_TRANSFORMS, TRANSFORMS
 
 PROVIDER_PREFIX = {
     "aws": "aws_",
@@ -50,6 +50,8 @@ class AttributeRule:
     mapping: tuple[tuple[str, Any], ...] | None
     const: Any = None
     fields: tuple[tuple[str, RecordPath], ...] = ()  # `from: {name: path, ...}`: a block
+    alternatives: tuple[RecordPath, ...] = ()  # `from: [path, ...]`: tried when `path` is absent
+    keys: tuple[tuple[str, str], ...] = ()  # `keys:` API key -> Terraform name, for blocks
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,7 @@ def as_tuple(value: Any) -> tuple[Any, ...]:
 
 
 def _parse_attribute(where: str, field: Any, aspec: Any) -> AttributeRule:
-    """One entry of an event's `attributes`: `field: <path>` or `field: {from|const, as, map}`."""
+    """One of an event's `attributes`: a path, or `{from: path(s) | const, as, map, keys}`."""
     if not isinstance(field, str) or not FIELD.match(field):
         raise CatalogueError(f"{where}: bad attribute name {field!r}")
     where = f"{where}.{field}"
@@ -100,7 +102,7 @@ def _parse_attribute(where: str, field: Any, aspec: Any) -> AttributeRule:
         aspec = {"from": aspec}
     if not isinstance(aspec, dict) or ("from" in aspec) == ("const" in aspec):
         raise CatalogueError(f"{where}: needs 'from: <path>' or 'const: <value>'")
-    extra = set(aspec) - {"from", "as", "map", "const"}
+    extra = set(aspec) - {"from", "as", "map", "const", "keys"}
     if extra:
         raise CatalogueError(f"{where}: unknown keys {sorted(extra)}")
     transform = aspec.get("as", "value")
@@ -111,6 +113,7 @@ def _parse_attribute(where: str, field: Any, aspec: Any) -> AttributeRule:
     mapping = aspec.get("map")
     if mapping is not None and not isinstance(mapping, dict):
         raise CatalogueError(f"{where}: map must be a mapping")
+    keys = _parse_keys(where, aspec.get("keys"), transform)
     if "const" in aspec:
         return AttributeRule(field, None, transform, None, aspec["const"])
     pairs = tuple(sorted((str(k), v) for k, v in mapping.items())) if mapping else None
@@ -119,10 +122,25 @@ def _parse_attribute(where: str, field: Any, aspec: Any) -> AttributeRule:
         if isinstance(source, dict):
             fields = tuple((str(k), parse_path(v)) for k, v in source.items())
             return AttributeRule(field, None, transform, pairs, None, fields)
-        path = parse_path(source)
+        paths = [parse_path(p) for p in as_tuple(source)]
     except PathError as exc:
         raise CatalogueError(f"{where}: {exc}") from None
-    return AttributeRule(field, path, transform, pairs)
+    if not paths:
+        raise CatalogueError(f"{where}: from needs a path")
+    return AttributeRule(field, paths[0], transform, pairs, None, (), tuple(paths[1:]), keys)
+
+
+def _parse_keys(where: str, raw: Any, transform: str) -> tuple[tuple[str, str], ...]:
+    """`keys: {ApiName: terraform_name, Parent.ApiName: name}` for the block transforms."""
+    if raw is None:
+        return ()
+    if transform not in BLOCK_TRANSFORMS:
+        raise CatalogueError(f"{where}: keys only apply to {sorted(BLOCK_TRANSFORMS)}")
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and FIELD.match(v) for k, v in raw.items()
+    ):
+        raise CatalogueError(f"{where}: keys maps API names to Terraform names")
+    return tuple(raw.items())
 
 
 def check_type(where: str, provider: str, rtype: Any) -> str:

@@ -7,61 +7,18 @@ gives a canonical form so that equal configurations compare equal whatever their
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
 import orjson
 
-Canon = Any
+from rules.blocks import canon_blocks, put_named
+from rules.values import Canon, as_list, as_tags, canon_scalar, tag_keys
 
 
 class TransformError(ValueError):
     """An event value could not be read as the attribute's type."""
-
-
-def canon_scalar(value: Any) -> Canon:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, str):
-        low = value.lower()
-        if low in ("true", "false"):
-            return low
-        return canon_cidr(value) if "/" in value else value
-    if isinstance(value, dict):
-        return tuple(sorted((k, canon_scalar(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return tuple(canon_scalar(v) for v in value)
-    return repr(value)
-
-
-_CIDR = re.compile(r"^[0-9A-Fa-f:.]+/\d{1,3}$")
-
-
-def canon_cidr(value: str) -> str:
-    """A CIDR block in its network form (`10.0.0.5/8` -> `10.0.0.0/8`, IPv6 compressed)."""
-    if not _CIDR.match(value):
-        return value
-    try:
-        return str(ipaddress.ip_network(value, strict=False))
-    except ValueError:
-        return value
-
-
-def canon_key(value: Any) -> str | None:
-    """One part of a composite key, spelt the same way in a request and in a state."""
-    if value is None or value == "" or isinstance(value, (dict, list)):
-        return None
-    text = canon_scalar(value)
-    return canon_cidr(text) if "/" in text else text
 
 
 def dns_name(name: str) -> str:
@@ -100,51 +57,8 @@ def canon_json(value: Any) -> Canon:
     return canon_scalar(value)
 
 
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, dict) and set(value) <= {"items", "item"}:
-        inner = value.get("items", value.get("item"))
-        return list(inner) if isinstance(inner, list) else ([] if inner is None else [inner])
-    if isinstance(value, list):
-        return value
-    return [value]
-
-
 def _canon_set(value: Any) -> Canon:
-    return tuple(sorted((canon_scalar(v) for v in _as_list(value)), key=repr))
-
-
-def _as_tags(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        if set(value) in ({"Key", "Value"}, {"key", "value"}, {"Key"}, {"key"}):
-            value = [value]  # one tag, as S3 logs a single-element TagSet
-        elif set(value) <= {"items", "item", "tag", "Tag"}:
-            value = value.get("items", value.get("item", value.get("tag", value.get("Tag"))))
-        else:
-            return dict(value)
-    out: dict[str, Any] = {}
-    for item in _as_list(value):
-        if isinstance(item, dict):
-            key = item.get("key", item.get("Key", item.get("tagKey", item.get("TagKey"))))
-            val = item.get("value", item.get("Value", item.get("tagValue", item.get("TagValue"))))
-            if key is not None:
-                out[str(key)] = "" if val is None else val
-    return out
-
-
-def _tag_keys(value: Any) -> list[str]:
-    keys: list[str] = []
-    for item in _as_list(value):
-        if isinstance(item, dict):
-            key = item.get("key", item.get("Key", item.get("tagKey")))
-            if key is not None:
-                keys.append(str(key))
-        elif item is not None:
-            keys.append(str(item))
-    return keys
+    return tuple(sorted((canon_scalar(v) for v in as_list(value)), key=repr))
 
 
 def _to_bool(value: Any) -> bool:
@@ -170,7 +84,7 @@ def _ip_rules(value: Any) -> list[tuple[Any, ...]]:
         # The whole request: older calls put one rule flat on it (cidrIp, ipProtocol,
         # fromPort, toPort) and leave ipPermissions empty.
         nested = value.get("ipPermissions")
-        if _as_list(nested):
+        if as_list(nested):
             value = nested
         elif value.get("cidrIp") or value.get("sourceSecurityGroupName"):
             flat = {
@@ -183,7 +97,7 @@ def _ip_rules(value: Any) -> list[tuple[Any, ...]]:
         else:
             value = []
     rules: list[tuple[Any, ...]] = []
-    for perm in _as_list(value):
+    for perm in as_list(value):
         if not isinstance(perm, dict):
             continue
         proto = str(perm.get("ipProtocol", perm.get("IpProtocol", "-1")))
@@ -200,7 +114,7 @@ def _ip_rules(value: Any) -> list[tuple[Any, ...]]:
             ("prefixListIds", "pl", "prefixListId"),
             ("PrefixListIds", "pl", "PrefixListId"),
         ):
-            for rng in _as_list(perm.get(key)):
+            for rng in as_list(perm.get(key)):
                 if isinstance(rng, dict) and rng.get(field):
                     sources.append((kind, str(rng[field])))
         for kind, src in sources:
@@ -211,7 +125,7 @@ def _ip_rules(value: Any) -> list[tuple[Any, ...]]:
 def _tf_rules(value: Any) -> list[tuple[Any, ...]]:
     """Terraform's aws_security_group ingress/egress blocks as the same flat rule tuples."""
     rules: list[tuple[Any, ...]] = []
-    for block in _as_list(value):
+    for block in as_list(value):
         if not isinstance(block, dict):
             continue
         if "ipProtocol" in block or "IpProtocol" in block:
@@ -257,7 +171,7 @@ def _canon_rules(value: Any) -> Canon:
 
 def _blocks(value: Any) -> list[dict[str, Any]]:
     """Named blocks (`inline_policy`), without the empty one Terraform records for none."""
-    return [b for b in _as_list(value) if isinstance(b, dict) and b.get("name")]
+    return [b for b in as_list(value) if isinstance(b, dict) and b.get("name")]
 
 
 def _block_put(new: Any, old: Any) -> list[dict[str, Any]]:
@@ -267,7 +181,7 @@ def _block_put(new: Any, old: Any) -> list[dict[str, Any]]:
 
 
 def _block_remove(new: Any, old: Any) -> list[dict[str, Any]]:
-    names = {str(n) for n in _as_list(new)}
+    names = {str(n) for n in as_list(new)}
     return [b for b in _blocks(old) if str(b["name"]) not in names]
 
 
@@ -293,6 +207,31 @@ def _canon_blocks(value: Any) -> Canon:
     )
 
 
+def _arn_name(value: Any) -> Canon:
+    """A name, or the name an ARN ends with (`...:task-definition/web:7` -> `web:7`)."""
+    text = canon_scalar(value)
+    if isinstance(text, str) and text.startswith("arn:") and "/" in text:
+        return text.rsplit("/", 1)[1]
+    return text
+
+
+def _toggle_set(new: Any, old: Any) -> list[Any]:
+    """The state's set with the types a `[{types, enabled}]` list turns on added and those it
+    turns off removed (EKS control-plane logging)."""
+    on: list[Any] = []
+    off: set[Any] = set()
+    for toggle in as_list(new):
+        if not isinstance(toggle, dict) or "enabled" not in toggle:
+            raise TransformError("expected {types, enabled} items")
+        types = as_list(toggle.get("types"))
+        if _to_bool(toggle["enabled"]):
+            on.extend(types)
+        else:
+            off.update(types)
+    kept = [t for t in as_list(old) if t not in off]
+    return kept + [t for t in on if t not in kept]
+
+
 # name -> (new value from (event value, old value), canonical form)
 Transform = tuple[Callable[[Any, Any], Any], Callable[[Any], Canon]]
 
@@ -303,23 +242,31 @@ TRANSFORMS: dict[str, Transform] = {
     "int": (lambda new, old: _to_int(new), canon_scalar),
     "json": (lambda new, old: parse_json_text(new), canon_json),
     "dns": (lambda new, old: dns_name(str(new)), canon_scalar),
-    "items": (lambda new, old: _as_list(new), canon_scalar),
-    "set": (lambda new, old: _as_list(new), _canon_set),
+    "items": (lambda new, old: as_list(new), canon_scalar),
+    "set": (lambda new, old: as_list(new), _canon_set),
     "set_add": (
-        lambda new, old: _as_list(old) + [v for v in _as_list(new) if v not in _as_list(old)],
+        lambda new, old: as_list(old) + [v for v in as_list(new) if v not in as_list(old)],
         _canon_set,
     ),
     "set_remove": (
-        lambda new, old: [v for v in _as_list(old) if v not in _as_list(new)],
+        lambda new, old: [v for v in as_list(old) if v not in as_list(new)],
         _canon_set,
     ),
-    "tags": (lambda new, old: {**_as_tags(old), **_as_tags(new)}, canon_scalar),
-    "tags_replace": (lambda new, old: _as_tags(new), canon_scalar),
+    "tags": (lambda new, old: {**as_tags(old), **as_tags(new)}, canon_scalar),
+    "tags_replace": (lambda new, old: as_tags(new), canon_scalar),
     "tags_remove": (
-        lambda new, old: {k: v for k, v in _as_tags(old).items() if k not in _tag_keys(new)},
+        lambda new, old: {k: v for k, v in as_tags(old).items() if k not in tag_keys(new)},
         canon_scalar,
     ),
     "block_put": (_block_put, _canon_blocks),
+    # API objects converted to Terraform blocks first (rules.blocks.to_blocks, with `keys:`).
+    "blocks": (lambda new, old: as_list(new), canon_blocks),
+    "blocks_put": (lambda new, old: put_named(as_list(new), old), canon_blocks),
+    "name_or_arn": (lambda new, old: new, _arn_name),
+    "toggle_set": (_toggle_set, _canon_set),
+    # The call sets it in a form not compared (WAF rule statements): detection reports the
+    # field with no new value, as for a value the log hides.
+    "uncompared": (lambda new, old: None, canon_scalar),
     "block_remove": (_block_remove, _canon_blocks),
     "ip_permissions_add": (
         lambda new, old: _rules_as_blocks(_tf_rules(old) + _request_rules(new)),
@@ -332,6 +279,9 @@ TRANSFORMS: dict[str, Transform] = {
         _canon_rules,
     ),
 }
+
+# Transforms whose request value is converted to Terraform's blocks before `make`.
+BLOCK_TRANSFORMS = frozenset({"blocks", "blocks_put"})
 
 # Transforms whose state value must be read through the same parser before comparing/showing.
 STATE_PARSERS: dict[str, Callable[[Any], Any]] = {

@@ -58,8 +58,19 @@ def parse_object(value: Any, what: str) -> dict[str, Any] | None:
     raise DecodeError(f"bad {what}", f"expected an object, got {type(value).__name__}")
 
 
+def _nested_objects(rec: dict[str, Any]) -> dict[str, Any]:
+    """The record with its stringified nested objects parsed (a copy; the input is kept)."""
+    for key in _NESTED:
+        value = rec.get(key)
+        if value is not None and not isinstance(value, dict):
+            rec = {**rec, key: parse_object(value, key)}
+    return rec
+
+
 def decode_record(rec: Any) -> ChangeEvent:
     """One CloudTrail record to a ChangeEvent; DecodeError names what is wrong."""
+    # Every record of a stream passes here: the common shape (nested objects already parsed)
+    # is checked without a loop or a call, stringified ones take the slower path.
     if not isinstance(rec, dict):
         raise DecodeError("not a record", f"expected an object, got {type(rec).__name__}")
     get = rec.get
@@ -77,11 +88,16 @@ def decode_record(rec: Any) -> ChangeEvent:
     event_id = get("eventID")
     if not isinstance(event_id, str) or not event_id:
         event_id = content_id("ct", rec)
-    for key in _NESTED:
-        value = get(key)
-        if value is not None and not isinstance(value, dict):
-            rec = {**rec, key: parse_object(value, key)}
+    req, resp, extra = get("requestParameters"), get("responseElements"), get("additionalEventData")
+    if (
+        (req is not None and req.__class__ is not dict)
+        or (resp is not None and resp.__class__ is not dict)
+        or (extra is not None and extra.__class__ is not dict)
+    ):
+        rec = _nested_objects(rec)
     uid = rec.get("userIdentity")
     if uid is not None and not isinstance(uid, dict):
         raise DecodeError("bad userIdentity", f"expected an object, got {type(uid).__name__}")
-    return ChangeEvent(event_id, source, name, normalise_time(when), rec)
+    if not (when.__class__ is str and len(when) == 20 and when[10] == "T" and when[19] == "Z"):
+        when = normalise_time(when)  # CloudTrail's own form is already canonical
+    return ChangeEvent(event_id, source, name, when, rec)

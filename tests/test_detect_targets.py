@@ -13,7 +13,8 @@ from monitor.types import ChangeEvent
 from rules import CatalogueError, load_severity
 from rules.catalogue import Catalogue, load_file
 from rules.paths import PathError, parse_template, render
-from rules.transforms import TRANSFORMS, canon_scalar
+from rules.transforms import TRANSFORMS
+from rules.values import canon_scalar
 from streams.formats import decoder_for
 
 HEAD = "version: 1\nprovider: aws\nevent_source: x.amazonaws.com\nevents:\n"
