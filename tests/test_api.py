@@ -373,10 +373,9 @@ async def test_sse_resume_with_last_event_id(tmp_path: Path, state_path: Path) -
 
 async def test_rest_endpoints_and_envelopes(tmp_path: Path, state_path: Path) -> None:
     async with in_memory(_config(tmp_path, state_path)) as srv:
-        for path in ("/health", "/api/v1/health"):
-            health = (await srv.client.get(path)).json()["data"]
-            assert health["status"] == "ok"
-            assert set(health["components"]) >= {"state", "store", "hub", "sources"}
+        health = (await srv.client.get("/api/v1/health")).json()["data"]
+        assert health["status"] == "ok"
+        assert set(health["components"]) >= {"state", "store", "hub", "sources"}
         meta = (await srv.client.get("/api/v1/state")).json()["data"]
         assert meta["version"] == 4 and meta["resource_count"] == 112
         res = (await srv.client.get("/api/v1/state/resources?limit=500")).json()["data"]
@@ -430,7 +429,7 @@ async def test_state_reload_publishes_state_change_and_keeps_last_good(
         assert change["topic"] == "state" and change["payload"]["resource_count"] == 10
         path.write_text('{"version": 4, "terraform_version": "1.5.0", "resour')
         assert not await srv.daemon.reload_state()
-        health = (await srv.client.get("/health")).json()["data"]
+        health = (await srv.client.get("/api/v1/health")).json()["data"]
         assert health["status"] == "degraded"
         assert "not valid JSON" in health["components"]["state"]["error"]
         meta = (await srv.client.get("/api/v1/state")).json()["data"]

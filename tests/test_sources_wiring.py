@@ -53,7 +53,7 @@ async def test_falco_grpc_alerts_reach_sse_and_health(tmp_path: Path) -> None:
             falco.feed(to_response(a)[0] for a in alerts)
             got = [(await asyncio.wait_for(reader.until("falco"), 20))[2]["rule"] for _ in alerts]
             assert got == [a["rule"] for a in alerts]
-            health = (await srv.client.get("/health")).json()["data"]
+            health = (await srv.client.get("/api/v1/health")).json()["data"]
             status = health["components"]["sources"]["falco_grpc"]
             assert status["connected"] is True and status["target"] == sock
     finally:
@@ -97,7 +97,7 @@ async def test_trail_dir_feeds_detection_and_restart_rereads_nothing(tmp_path: P
         while (done := source.status()["files_done"]) < 55:
             assert time.monotonic() < deadline, f"{done} of 55 files done after 60 s"
             await asyncio.wait_for(source.next_poll(), 30)
-        health = (await srv.client.get("/health")).json()["data"]
+        health = (await srv.client.get("/api/v1/health")).json()["data"]
         assert health["components"]["sources"]["trail_dir"]["files_done"] == 55
         drifts = (await srv.client.get("/api/v1/drifts?limit=1")).json()["data"]["total"]
         events = (await srv.client.get("/api/v1/events?limit=1")).json()["data"]["total"]
@@ -175,7 +175,7 @@ async def test_kafka_topic_feeds_drifts_and_poison_goes_to_dead_letters(tmp_path
             assert letters["total"] == 1
             assert letters["dead_letters"][0]["topic"] == topic
             assert letters["dead_letters"][0]["value_preview"] == "{poison"
-            health = (await srv.client.get("/health")).json()["data"]
+            health = (await srv.client.get("/api/v1/health")).json()["data"]
             kafka = health["components"]["sources"]["kafka"]
             assert kafka["dead_lettered"] == 1
             stats = (await srv.client.get("/api/v1/stats")).json()["data"]

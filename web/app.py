@@ -12,18 +12,20 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from web import graph, ingest, live, rest
+from monitor.store import StorageFault
+from web import graph, health, ingest, live, rest
 from web.envelope import ApiError, JSONResponse, error
-from web.facade import Api
-from web.openapi import SPEC
+from web.facade import Api, api_of
+from web.openapi import SPEC, spec_for
+from web.query import strict_routes
 
 log = logging.getLogger("driftline.web")
 
 
 async def openapi(request: Request) -> Response:
-    return JSONResponse(SPEC)
+    return JSONResponse(spec_for(api_of(request).graph.limits))
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -40,15 +42,29 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error(code, message, exc.status_code)
 
 
+async def _storage_fault(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StorageFault)
+    # Nothing of the request was stored: the sender keeps it and retries later.
+    if exc.full:
+        return error("INSUFFICIENT_STORAGE", f"not stored: {exc}", 507)
+    return error("SERVICE_UNAVAILABLE", f"not stored: {exc}", 503)
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error("INTERNAL_ERROR", "internal error; see the server log", 500)
 
 
-def routes() -> list[Route | WebSocketRoute]:
+def routes() -> list[BaseRoute]:
+    return strict_routes(_routes(), SPEC)
+
+
+def _routes() -> list[BaseRoute]:
     return [
-        Route("/health", rest.health),
-        Route("/api/v1/health", rest.health),
+        Route("/livez", health.livez),
+        Route("/readyz", health.readyz),
+        Route("/health", health.health_status),
+        Route("/api/v1/health", health.health),
         Route("/api/v1/state", rest.state_meta),
         Route("/api/v1/state/resources", rest.state_resources),
         Route("/api/v1/state/resources/{address:path}", rest.state_resource),
@@ -98,6 +114,7 @@ def create_app(api: Api) -> Starlette:
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,
+            StorageFault: _storage_fault,
             Exception: _internal_error,
         },
         lifespan=lifespan,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from graph.model import EDGE_TYPES, NODE_TYPES, GraphLimits
 from web.envelope import DRIFT_KINDS, DRIFT_STATUSES, MAX_PAGE, SEVERITIES
 
+# The document states the default graph caps; `spec_for` gives the running ones.
+LIMITS = GraphLimits()
 PAGE = [
     {
         "name": "page",
@@ -27,6 +31,34 @@ def _q(name: str, desc: str, enum: list[str] | None = None) -> dict[str, Any]:
     return {"name": name, "in": "query", "description": desc, "schema": schema}
 
 
+def _time(name: str) -> dict[str, Any]:
+    """`since` / `until`: what the server parses (RFC 3339 or epoch seconds), nothing looser."""
+    bound = "lower" if name == "since" else "upper"
+    return {
+        "name": name,
+        "in": "query",
+        "description": f"time {bound} bound: RFC 3339 (ISO 8601) or epoch seconds",
+        "schema": {
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "string", "pattern": "^[0-9]{1,10}$"},
+            ]
+        },
+    }
+
+
+def _types(desc: str, names: tuple[str, ...]) -> dict[str, Any]:
+    """A filter taking several values, repeated or comma-separated; they are alternatives."""
+    return {
+        "name": "type",
+        "in": "query",
+        "description": desc + " (repeat the parameter or separate by commas: any of them)",
+        "style": "form",
+        "explode": True,
+        "schema": {"type": "array", "items": {"type": "string", "enum": list(names)}},
+    }
+
+
 def _p(name: str, desc: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -42,6 +74,10 @@ ERROR = {
     "description": "error envelope",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
 }
+NOT_OK = {
+    "description": "not ok (or not ready): the same body, whose status says why",
+    "content": {"application/json": {"schema": ENVELOPE}},
+}
 
 
 def _get(
@@ -54,7 +90,8 @@ def _get(
         }
     }
     for code in errors:
-        responses[str(code)] = ERROR
+        # Only the health routes answer 503 from a GET, with their usual body.
+        responses[str(code)] = NOT_OK if code == 503 else ERROR
     return {"get": {"summary": summary, "parameters": params or [], "responses": responses}}
 
 
@@ -90,8 +127,8 @@ DRIFT_FILTERS = [
     _q("provider", "cloud provider", ["aws", "gcp", "azure", "kubernetes"]),
     _q("resource_id", "cloud resource id"),
     _q("type", "drift type (from the rule category)", ["configuration", "security", "compliance"]),
-    _q("since", "event time lower bound (ISO 8601)"),
-    _q("until", "event time upper bound (ISO 8601)"),
+    _time("since"),
+    _time("until"),
 ]
 
 SPEC: dict[str, Any] = {
@@ -104,8 +141,14 @@ SPEC: dict[str, Any] = {
         "/api/v1/stream); extensions are additive.",
     },
     "paths": {
-        "/health": _get("Health with per-component detail", errors=()),
-        "/api/v1/health": _get("Health with per-component detail", errors=()),
+        "/livez": _get("Liveness: 200 while the process serves", errors=()),
+        "/readyz": _get(
+            "Readiness: 503 unless the state is loaded, the store takes writes and every "
+            "configured source is connected; `checks` says which",
+            errors=(503,),
+        ),
+        "/health": _get("Status only (ok, degraded, failed); 503 unless ok", errors=(503,)),
+        "/api/v1/health": _get("Health with per-component detail; 503 unless ok", errors=(503,)),
         "/api/v1/state": _get("Terraform state metadata", errors=()),
         "/api/v1/state/resources": _get(
             "Managed resources (secrets redacted)", [*PAGE, _q("type", "resource type")]
@@ -122,8 +165,8 @@ SPEC: dict[str, Any] = {
                 _q("severity", "severity", [*SEVERITIES, "info"]),
                 _q("provider", "provider", ["aws", "gcp", "azure", "kubernetes", "host"]),
                 _q("type", "event type", ["cloudtrail", "falco"]),
-                _q("since", "time lower bound"),
-                _q("until", "time upper bound"),
+                _time("since"),
+                _time("until"),
             ],
         ),
         "/api/v1/events/{id}": _get(
@@ -241,34 +284,32 @@ SPEC: dict[str, Any] = {
         "/api/v1/graph": _get(
             "The causal graph as Cytoscape elements {nodes, edges} (capped; `truncated` says so)",
             [
-                _q(
-                    "type",
-                    "node types, comma-separated: resource, drift, event, falco, actor, unmanaged",
-                ),
-                _q("since", "time lower bound"),
-                _q("until", "time upper bound"),
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                _types("node types", NODE_TYPES),
+                _time("since"),
+                _time("until"),
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": LIMITS.max_elements},
+                },
             ],
         ),
         "/api/v1/graph/nodes": _get(
             "Graph nodes, paginated",
             [
                 *PAGE,
-                _q("type", "node types, comma-separated"),
-                _q("since", "time lower bound"),
-                _q("until", "time upper bound"),
+                _types("node types", NODE_TYPES),
+                _time("since"),
+                _time("until"),
             ],
         ),
         "/api/v1/graph/edges": _get(
             "Graph edges, paginated",
             [
                 *PAGE,
-                _q(
-                    "type",
-                    "edge labels: depends_on, performed, caused, affects, related, followed_by",
-                ),
-                _q("since", "time lower bound"),
-                _q("until", "time upper bound"),
+                _types("edge labels", EDGE_TYPES),
+                _time("since"),
+                _time("until"),
             ],
         ),
         "/api/v1/graph/nodes/{id}": _get(
@@ -290,13 +331,20 @@ SPEC: dict[str, Any] = {
             "Blast radius: what depends on a resource, up to `depth` hops",
             [
                 _p("id", "resource node id or address"),
-                {"name": "depth", "in": "query", "schema": {"type": "integer"}},
+                {
+                    "name": "depth",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": LIMITS.max_impact_depth},
+                },
             ],
             (400, 404),
         ),
         "/api/v1/graph/path": _get(
             "Shortest path between two nodes",
-            [_q("from", "node id"), _q("to", "node id")],
+            [
+                {**_q("from", "node id"), "required": True},
+                {**_q("to", "node id"), "required": True},
+            ],
             (400, 404),
         ),
         "/api/v1/graph/stats": _get("Node and edge counts by type", errors=()),
@@ -340,3 +388,21 @@ SPEC: dict[str, Any] = {
         }
     },
 }
+
+
+def spec_for(limits: GraphLimits) -> dict[str, Any]:
+    """SPEC with the graph caps a running server enforces (they are configurable)."""
+    if (limits.max_elements, limits.max_impact_depth) == (
+        LIMITS.max_elements,
+        LIMITS.max_impact_depth,
+    ):
+        return SPEC
+    spec = copy.deepcopy(SPEC)
+    for path, name, most in (
+        ("/api/v1/graph", "limit", limits.max_elements),
+        ("/api/v1/graph/impact/{id}", "depth", limits.max_impact_depth),
+    ):
+        for param in spec["paths"][path]["get"]["parameters"]:
+            if param["name"] == name:
+                param["schema"]["maximum"] = most
+    return spec

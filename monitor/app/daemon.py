@@ -21,7 +21,14 @@ from monitor.detect import Detector
 from monitor.engine import build_index, load_rules
 from monitor.hub import Hub
 from monitor.pipeline import Pipeline
-from monitor.store import DeadLetter, Retention, SqliteStore, Store, StoreSettings
+from monitor.store import (
+    DeadLetter,
+    Retention,
+    SqliteStore,
+    StorageFault,
+    Store,
+    StoreSettings,
+)
 from monitor.tfstate import StateError, TfState, load_states, state_files
 from monitor.types import Clock
 from rules.catalogue import Catalogue
@@ -142,16 +149,17 @@ class Daemon:
 
     async def reload_state(self) -> bool:
         """Reload when the files changed; a bad state keeps the last good one. True if reloaded."""
-        fingerprint = await asyncio.to_thread(_fingerprint, self.state_paths)
+        try:
+            fingerprint = await asyncio.to_thread(_fingerprint, self.state_paths)
+        except StateError as exc:  # a named file is gone: reload as soon as it is back
+            self._state_failed(exc, ())
+            return False
         if fingerprint == self.state.fingerprint:
             return False
         try:
             states = await asyncio.to_thread(load_states, self.state_paths)
         except StateError as exc:
-            if self.state.error != str(exc):
-                log.warning("state reload failed, keeping the last good state: %s", exc)
-            self.state.error = str(exc)
-            self.state.fingerprint = fingerprint
+            self._state_failed(exc, fingerprint)
             return False
         old = {s.path: (s.serial, s.lineage) for s in self.state.states}
         index = build_index(states, self.catalogue)
@@ -177,6 +185,22 @@ class Daemon:
         )
         log.info("state reloaded: %d resources", len(index))
         return True
+
+    def _state_failed(self, exc: StateError, fingerprint: tuple[tuple[str, int, int], ...]) -> None:
+        """Keep the last good state; log a failure once, not on every poll."""
+        if self.state.error != str(exc):
+            log.warning("state reload failed, keeping the last good state: %s", exc)
+        self.state.error = str(exc)
+        self.state.fingerprint = fingerprint
+
+    async def store_fault(self) -> str | None:
+        """Why the store does not take writes now, or None. After a refused write this tries
+        a small one, so health recovers (and says so) once space returns."""
+        fault = await asyncio.to_thread(self.store.check)
+        if fault is not None or self.pipeline.writer.fault is None:
+            return fault
+        probed = await self.pipeline.writer.probe()
+        return str(probed) if probed is not None else None
 
     async def dead_letter(
         self,
@@ -223,6 +247,8 @@ class Daemon:
         while True:
             try:
                 await self.prune()
+            except StorageFault:
+                pass  # the store writer logs a fault when it starts and when it ends
             except Exception:  # the pruner must outlive any one failure
                 log.exception("pruner")
             await asyncio.sleep(self.config.prune_interval_seconds)

@@ -33,6 +33,8 @@ class DaemonApi:
             store_backend=c.store,
             demo=c.demo,
         )
+        self._http_records = 0
+        self._http_rejected = 0
 
     @property
     def settings(self) -> WebSettings:
@@ -50,7 +52,11 @@ class DaemonApi:
         return self.daemon.catalogue.source_for(event_name)
 
     async def ingest(self, items: Iterable[Decoded]) -> IngestResult:
-        return await self.daemon.pipeline.ingest(items)
+        # Only the HTTP endpoints come this way: these counters are HTTP's own.
+        result = await self.daemon.pipeline.ingest(items)
+        self._http_records += result.accepted + result.rejected
+        self._http_rejected += result.rejected
+        return result
 
     async def set_status(self, change: StatusChange) -> Row:
         return await self.daemon.pipeline.set_status(change)
@@ -121,12 +127,15 @@ class DaemonApi:
             seq=d.hub.seq,
             published=d.hub.published,
             lagged_disconnects=d.hub.lagged_total,
-            records=d.pipeline.records,
-            rejected=sum(d.pipeline.rejected.values()),
+            http_records=self._http_records,
+            http_rejected=self._http_rejected,
         )
 
     async def last_seq(self) -> int:
         return await asyncio.to_thread(self.daemon.store.last_seq)
+
+    async def store_fault(self) -> str | None:
+        return await self.daemon.store_fault()
 
     # -- live
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from monitor.hub import Hub
 from monitor.pipeline.publish import PendingMessage, Publisher
-from monitor.store import Store, WriteBatch, WriteOutcome
+from monitor.store import StorageFault, Store, WriteBatch, WriteOutcome
+
+log = logging.getLogger("driftline.store")
 
 _Entry = tuple[WriteBatch, Sequence[PendingMessage], "asyncio.Future[WriteOutcome]"]
 
@@ -31,6 +34,8 @@ class StoreWriter:
         self._executor: ThreadPoolExecutor | None = None
         self._drain: asyncio.Task[None] | None = None
         self.commits = 0
+        # The storage fault of the last write (disk full, data dir gone), until one succeeds.
+        self.fault: StorageFault | None = None
 
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="driftline-store")
@@ -67,14 +72,46 @@ class StoreWriter:
                     outcomes = self.store.stage([b for b, _, _ in group], publish)
                     await loop.run_in_executor(self._executor, self.store.commit_staged)
                 except Exception as exc:  # surfaced to every waiting caller
+                    self._note_fault(exc)
                     self._settle(group, None, exc)
                     continue
+                self._note_fault(None)
                 self.commits += 1
                 # Commit order is delivery order.
                 self.hub.deliver(m for o in outcomes for m in o.messages)
                 self._settle(group, outcomes, None)
         finally:
             self._drain = None
+
+    async def probe(self) -> StorageFault | None:
+        """Try a small write now (in turn with the groups); the fault it met, or None."""
+        if self._executor is None:
+            raise RuntimeError("store writer is not running")
+        loop = asyncio.get_running_loop()
+        # On the commit thread, which never deadlocks with a group: a group queues its
+        # COMMIT there in the same loop step as its statements take the store's lock.
+        try:
+            await loop.run_in_executor(self._executor, self.store.probe)
+        except StorageFault as exc:
+            self._note_fault(exc)
+            return exc
+        self._note_fault(None)
+        return None
+
+    def _note_fault(self, exc: Exception | None) -> None:
+        """Log storage faults when they start and end, not once per refused write."""
+        if exc is not None and not isinstance(exc, StorageFault):
+            return  # not about storage: says nothing of whether writes are durable
+        fault = exc
+        if (fault is None) == (self.fault is None):
+            if fault is not None:
+                self.fault = fault
+            return
+        if fault is not None:
+            log.error("store writes refused: %s", fault)
+        else:
+            log.warning("store writes again after: %s", self.fault)
+        self.fault = fault
 
     @staticmethod
     def _settle(
