@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor.clock import utc_now
-from monitor.tfstate import REDACTED, ResourceInstance, StateIndex, is_secret_name
+from monitor.redact import REDACTED, is_secret_name, redact
+from monitor.tfstate import ResourceInstance, StateIndex
 from monitor.types import ChangeEvent, Clock, Drift, DriftKind, SkipReason
 from rules.catalogue import Catalogue, Change, EventRule
 from rules.paths import WILDCARD, extract
@@ -305,13 +306,15 @@ class Detector:
         new: Any,
         detected_at: str,
     ) -> Drift:
-        if (
-            field is not None
-            and inst is not None
-            and (inst.is_sensitive(field) or is_secret_name(field))
+        # The one boundary: the store, the hub, the graph and the API all see these values.
+        if field is not None and (
+            any(is_secret_name(part) for part in field.split("."))
+            or (inst is not None and inst.is_sensitive(field))
         ):
             old = REDACTED if old is not None else None
             new = REDACTED if new is not None else None
+        else:
+            old, new = redact(old), redact(new)
         category = rule.category if rule else "other"
         event_key = f"{event.event_source}:{event.event_name}"
         if rule and rule.severity and event_key not in self.severity.events:

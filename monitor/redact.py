@@ -1,0 +1,70 @@
+"""The one secret redaction: values under secret-like names, wherever they sit.
+
+A name is secret-like when it says password, secret, private_key, token, ... (snake_case,
+camelCase or UPPER_CASE alike). The value under such a name is replaced by REDACTED: in a
+mapping (attributes, tags, labels, environment variables) and in the tag lists cloud APIs
+use (`[{"key": "db_password", "value": ...}]`, `Key`/`Value`, `name`/`value`). Terraform's
+`sensitive_attributes` name more. The state's resources, drifts and alerts all pass here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+REDACTED = "(sensitive)"
+_SECRET = re.compile(
+    r"(^|_)(password|passwd|secret|private_key|token|credentials?|api_key|auth_key|key_material"
+    r"|ses_smtp_password(_v4)?|connection_string|sas|access_key_secret)($|_)"
+)
+_NOT_SECRET_SUFFIX = ("_arn", "_id", "_ids", "_name", "_names", "_arns", "_enabled", "_type")
+# Settings named after a secret without holding one (automount_service_account_token).
+_NOT_SECRET_PREFIX = ("automount_", "enable_", "disable_", "allow_", "require_", "use_")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_SEPARATORS = re.compile(r"[-.\s]+")
+# The names a tag list entry gives its name and its value.
+_ENTRY_NAMES = ("key", "Key", "name", "Name")
+_ENTRY_VALUES = ("value", "Value")
+
+
+def is_secret_name(name: str) -> bool:
+    """A well-known secret name (password, secret, private_key, token, ...)."""
+    low = _SEPARATORS.sub("_", _CAMEL.sub("_", name)).lower()
+    return (
+        bool(_SECRET.search(low))
+        and not low.endswith(_NOT_SECRET_SUFFIX)
+        and not low.startswith(_NOT_SECRET_PREFIX)
+    )
+
+
+def _hidden(value: Any) -> bool:
+    return value not in (None, "", [], {})
+
+
+def _tag_entry(value: dict[str, Any]) -> dict[str, Any] | None:
+    """A `{key: <secret name>, value: ...}` entry with its value hidden, else None."""
+    name = next((value[k] for k in _ENTRY_NAMES if k in value), None)
+    if not isinstance(name, str) or not is_secret_name(name):
+        return None
+    return {
+        k: REDACTED if k in _ENTRY_VALUES and _hidden(v) else redact(v) for k, v in value.items()
+    }
+
+
+def redact(value: Any, sensitive: frozenset[str] = frozenset()) -> Any:
+    """A copy of `value` with what secret-like or `sensitive` names hold replaced."""
+    if isinstance(value, dict):
+        entry = _tag_entry(value)
+        if entry is not None:
+            return entry
+        return {
+            k: (
+                REDACTED
+                if isinstance(k, str) and (k in sensitive or is_secret_name(k)) and _hidden(v)
+                else redact(v)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
