@@ -134,6 +134,7 @@ async def _outputs(root: Path, name: str, old: str, new: str, alert: str) -> lis
 @settings(
     max_examples=6,
     deadline=None,
+    database=None,  # no .hypothesis directory in the work tree
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(name=secret_names, old=secret_values, new=secret_values, alert=secret_values)

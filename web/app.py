@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Match, Route, WebSocketRoute
 
 from monitor.store import StorageFault
 from web import graph, health, ingest, live, rest
@@ -39,7 +39,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         exc.status_code, "BAD_REQUEST" if exc.status_code < 500 else "INTERNAL_ERROR"
     )
     message = "no such endpoint: " + request.url.path if exc.status_code == 404 else str(exc.detail)
-    return error(code, message, exc.status_code)
+    response = error(code, message, exc.status_code)
+    if exc.status_code == 405:
+        # RFC 9110: a 405 lists the methods the resource has (from every route of the path).
+        response.headers["Allow"] = _allowed(request)
+    return response
+
+
+def _allowed(request: Request) -> str:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match != Match.NONE:
+                methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def _storage_fault(request: Request, exc: Exception) -> Response:

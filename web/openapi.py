@@ -27,7 +27,7 @@ PAGE = [
 def _q(name: str, desc: str, enum: list[str] | None = None) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string"}
     if enum:
-        schema["enum"] = enum
+        schema["enum"] = [*enum, ""]  # empty is no filter, as if not given
     return {"name": name, "in": "query", "description": desc, "schema": schema}
 
 
@@ -42,6 +42,7 @@ def _time(name: str) -> dict[str, Any]:
             "anyOf": [
                 {"type": "string", "format": "date-time"},
                 {"type": "string", "pattern": "^[0-9]{1,10}$"},
+                {"const": ""},  # no bound, as if not given
             ]
         },
     }
@@ -55,7 +56,7 @@ def _types(desc: str, names: tuple[str, ...]) -> dict[str, Any]:
         "description": desc + " (repeat the parameter or separate by commas: any of them)",
         "style": "form",
         "explode": True,
-        "schema": {"type": "array", "items": {"type": "string", "enum": list(names)}},
+        "schema": {"type": "array", "items": {"type": "string", "enum": [*names, ""]}},
     }
 
 
@@ -342,8 +343,14 @@ SPEC: dict[str, Any] = {
         "/api/v1/graph/path": _get(
             "Shortest path between two nodes",
             [
-                {**_q("from", "node id"), "required": True},
-                {**_q("to", "node id"), "required": True},
+                {
+                    "name": end,
+                    "in": "query",
+                    "required": True,
+                    "description": "node id",
+                    "schema": {"type": "string", "minLength": 1},
+                }
+                for end in ("from", "to")
             ],
             (400, 404),
         ),

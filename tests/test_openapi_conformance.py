@@ -1,0 +1,86 @@
+"""schemathesis against /openapi.json, the app in memory: the document and the server agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.python import asgi
+from schemathesis.specs.openapi.checks import negative_data_rejection
+
+from monitor.app.config import Config
+from monitor.app.web_api import web_app
+from tests.support.asgi import in_memory, make_daemon
+from web.openapi import SPEC
+
+pytestmark = pytest.mark.timeout(120)
+DEMO_STATE = Path(__file__).parent.parent / "monitor/app/demo/demo.tfstate"
+# Long-lived streams: their conformance is the SSE / WebSocket tests' job.
+STREAMS = ("/ws", "/api/v1/stream")
+
+
+def _check(operation: schemathesis.APIOperation, examples: int) -> None:
+    modes = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
+
+    # PART A of issue 13 makes the ingest handlers refuse bodies that are not a JSON object
+    # (today a 202 with everything rejected); until it lands, that one check skips them.
+    excluded = [negative_data_rejection] if operation.method.upper() == "POST" else []
+    excluded = excluded if "/ingest/" in operation.path or "/falco/" in operation.path else []
+
+    @given(case=st.one_of(*(operation.as_strategy(generation_mode=m) for m in modes)))
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    def run(case: schemathesis.Case) -> None:
+        case.call_and_validate(excluded_checks=excluded)
+
+    run()
+
+
+def test_the_api_keeps_to_its_document(tmp_path: Path) -> None:
+    config = Config(state=[str(DEMO_STATE)], data_dir=str(tmp_path), state_poll_seconds=60)
+    # schemathesis runs the app's lifespan (the daemon) on an event loop thread of its own.
+    schema = schemathesis.openapi.from_asgi("/openapi.json", web_app(make_daemon(config)))
+    failures: dict[str, str] = {}
+    try:
+        for result in schema.get_all_operations():
+            operation = result.ok()
+            if operation.path in STREAMS:
+                continue
+            try:
+                _check(operation, examples=8)
+            except (Exception, BaseExceptionGroup) as exc:  # schemathesis' FailureGroup
+                failures[operation.label] = str(exc)[:1500]
+    finally:
+        asgi.shutdown_lifespans()
+    assert not failures, "\n\n".join(f"{k}: {v}" for k, v in failures.items())
+
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+async def test_a_405_says_which_methods_the_path_has(tmp_path: Path) -> None:
+    config = Config(state=[str(DEMO_STATE)], data_dir=str(tmp_path), state_poll_seconds=60)
+    async with in_memory(config) as srv:
+        for path, item in SPEC["paths"].items():
+            if path == "/ws":
+                continue
+            documented = {m.upper() for m in item}
+            url = path.replace("{id}", "x").replace("{address}", "x")
+            routed, allowed = set(), set()
+            for method in set(METHODS) - documented:
+                reply = await srv.client.request(method, url)
+                if reply.status_code != 405:
+                    # A templated sibling routes it (PATCH /drifts/summary is /drifts/{id}).
+                    routed.add(method)
+                    continue
+                allowed = {m.strip() for m in reply.headers["allow"].split(",")} - {"HEAD"}
+                assert documented <= allowed, (method, path, allowed)
+            assert allowed == documented | routed or not allowed, (path, allowed, routed)
