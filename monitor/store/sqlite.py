@@ -72,8 +72,11 @@ class SqliteStore(SqliteReads):
         # COMMIT. Durability is unchanged: COMMIT still syncs per `synchronous`.
         self._writer.execute("PRAGMA wal_autocheckpoint=0")
         self._stop_checkpoints.clear()
+        # Opened here: a data dir removed at once is then a start-up error or a store fault,
+        # not a traceback in a thread.
+        conn = self._connect()
         self._checkpointer = threading.Thread(
-            target=self._checkpoints, name=f"checkpoint {self.path}", daemon=True
+            target=self._checkpoints, args=(conn,), name=f"checkpoint {self.path}", daemon=True
         )
         self._checkpointer.start()
 
@@ -86,8 +89,7 @@ class SqliteStore(SqliteReads):
         conn.execute(f"PRAGMA journal_size_limit={self.settings.wal_size_limit}")
         return conn
 
-    def _checkpoints(self) -> None:
-        conn = self._connect()
+    def _checkpoints(self, conn: sqlite3.Connection) -> None:
         try:
             limit = self.settings.wal_size_limit // conn.execute("PRAGMA page_size").fetchone()[0]
             while not self._stop_checkpoints.wait(self.settings.checkpoint_interval):
