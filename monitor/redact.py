@@ -4,7 +4,8 @@ A name is secret-like when it says password, secret, private_key, token, ... (sn
 camelCase or UPPER_CASE alike). The value under such a name is replaced by REDACTED: in a
 mapping (attributes, tags, labels, environment variables) and in the tag lists cloud APIs
 use (`[{"key": "db_password", "value": ...}]`, `Key`/`Value`, `name`/`value`). Terraform's
-`sensitive_attributes` name more. The state's resources, drifts and alerts all pass here.
+`sensitive_attributes` name more. The state's resources, the audit decoders' request and
+response bodies, drifts and alerts all pass here.
 """
 
 from __future__ import annotations
@@ -14,10 +15,29 @@ from typing import Any
 
 REDACTED = "(sensitive)"
 _SECRET = re.compile(
-    r"(^|_)(password|passwd|secret|private_key|token|credentials?|api_key|auth_key|key_material"
-    r"|ses_smtp_password(_v4)?|connection_string|sas|access_key_secret)($|_)"
+    r"(^|_)(password|passwd|secret|private_?key|token|credentials?|api_?key|auth_?key"
+    r"|key_?material|ses_smtp_password(_v4)?|connection_?string|sas|sas_?token|shared_?key"
+    r"|access_?key|access_key_secret)($|_)"
 )
-_NOT_SECRET_SUFFIX = ("_arn", "_id", "_ids", "_name", "_names", "_arns", "_enabled", "_type")
+# Names that only point at or describe a secret (its id, where it lives, when it expires).
+_NOT_SECRET_SUFFIX = (
+    "_arn",
+    "_arns",
+    "_id",
+    "_ids",
+    "_name",
+    "_names",
+    "_enabled",
+    "_type",
+    "_uri",
+    "_url",
+    "_version",
+    "_expiry",
+    "_expiration",
+    "_ttl",
+    "_lifetime",
+    "_policy",
+)
 # Settings named after a secret without holding one (automount_service_account_token).
 _NOT_SECRET_PREFIX = ("automount_", "enable_", "disable_", "allow_", "require_", "use_")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -38,7 +58,8 @@ def is_secret_name(name: str) -> bool:
 
 
 def _hidden(value: Any) -> bool:
-    return value not in (None, "", [], {})
+    # A flag is never the secret (`automountServiceAccountToken: false`); empty is nothing.
+    return not isinstance(value, bool) and value not in (None, "", [], {})
 
 
 def _tag_entry(value: dict[str, Any]) -> dict[str, Any] | None:
