@@ -21,6 +21,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import dataclasses
 import math
 import multiprocessing
 import os
@@ -84,6 +85,7 @@ class Target:
     sse: str
     ws: str
     checks_drift: bool
+    auth: str = ""  # an Authorization header line (CRLF-terminated) for every request
 
 
 DRIFTLINE = Target(
@@ -346,17 +348,17 @@ def masked(opcode: int, payload: bytes) -> bytes:
     return bytes([0x80 | opcode, 0x80 | len(payload)]) + key + body
 
 
-def sse_request(port: int, path: str) -> bytes:
+def sse_request(port: int, path: str, auth: str = "") -> bytes:
     return (
-        f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAccept: text/event-stream\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n{auth}Accept: text/event-stream\r\n"
         "Cache-Control: no-cache\r\n\r\n"
     ).encode()
 
 
-def ws_request(port: int, path: str) -> bytes:
+def ws_request(port: int, path: str, auth: str = "") -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
     return (
-        f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n{auth}Upgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     ).encode()
 
@@ -466,7 +468,11 @@ async def connect_all(
 
     async def one(ws: bool) -> Sub:
         async with gate:
-            req = ws_request(port, target.ws) if ws else sse_request(port, target.sse)
+            req = (
+                ws_request(port, target.ws, target.auth)
+                if ws
+                else sse_request(port, target.sse, target.auth)
+            )
             _, sub = await loop.create_connection(lambda: kind(req, ws), HOST, port)
             await asyncio.wait_for(sub.ready, 30)
             return sub
@@ -589,7 +595,7 @@ async def post_worker(
 ) -> None:
     reader, writer = await asyncio.open_connection(HOST, port)
     prefix = (
-        f"POST {target.ingest} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+        f"POST {target.ingest} HTTP/1.1\r\nHost: {HOST}:{port}\r\n{target.auth}"
         "Content-Type: application/json\r\nContent-Length: "
     ).encode()
     try:
@@ -690,9 +696,10 @@ def ms(seconds: float) -> str:
 async def health(port: int, target: Target) -> dict[str, Any]:
     import httpx
 
-    path = "/api/v1/health" if target is DRIFTLINE else "/stats"
+    path = "/api/v1/health" if target.checks_drift else "/stats"
+    headers = dict([target.auth.strip().split(": ", 1)]) if target.auth else {}
     async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=30) as c:
-        body: dict[str, Any] = (await c.get(path)).json()
+        body: dict[str, Any] = (await c.get(path, headers=headers)).json()
     return body
 
 
@@ -876,7 +883,7 @@ async def run_target(
         ws_closed = sum(s["ws_closed"] for s in stats) + sum(
             1 for p in probe_subs if p.closed and p.ws
         )
-        if target is DRIFTLINE:
+        if target.checks_drift:
             hub = info["data"]["components"]["hub"]
             dropped = (
                 f"hub.lagged_disconnects {hub['lagged_disconnects']}, "
@@ -1029,7 +1036,20 @@ def server_for(name: str, args: argparse.Namespace, data_dir: Path) -> tuple[Tar
     # info, because uvicorn logs the bound port at info; the access log is only on at debug.
     argv += ["--port", "0", "--log-level", "info"]
     env = dict(kv.split("=", 1) for kv in args.driftline_env)
-    return DRIFTLINE, ServerProcess(argv, env)
+    if args.no_auth:
+        return DRIFTLINE, ServerProcess([*argv, "--no-auth"], env)
+    # Auth on, as `driftline serve` runs by default: an admin key (reads the stream, ingests).
+    made = subprocess.run(
+        [
+            *(sys.executable, "-m", "monitor.app.cli", "keys", "create"),
+            *("--data-dir", str(data_dir), "--name", "bench", "--role", "admin"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    auth = f"Authorization: Bearer {made.stdout.strip()}\r\n"
+    return dataclasses.replace(DRIFTLINE, auth=auth), ServerProcess(argv, env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1060,6 +1080,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="extra settings for the Driftline server (e.g. DRIFTLINE_SYNCHRONOUS=NORMAL)",
     )
     ap.add_argument("--only", action="append", choices=["bare", "driftline"])
+    ap.add_argument(
+        "--no-auth", action="store_true", help="run Driftline with --no-auth (auth cost)"
+    )
     ap.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve_bare:

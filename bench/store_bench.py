@@ -604,6 +604,7 @@ async def serving(config: Config) -> AsyncIterator[httpx.AsyncClient]:
     host:port itself, the `driftline serve` path). Without it every keep-alive request after
     the first waits ~40 ms for a delayed ACK, which is not the server's cost."""
     daemon = Daemon(config.validate())
+    key, _ = daemon.access.keys.create("bench", "admin", "bench")  # auth on, as served
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -614,7 +615,11 @@ async def serving(config: Config) -> AsyncIterator[httpx.AsyncClient]:
             task.result()
         await asyncio.sleep(0.01)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}",
+            timeout=30,
+            headers={"Authorization": f"Bearer {key}"},
+        ) as client:
             yield client
     finally:
         server.should_exit = True

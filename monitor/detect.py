@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from monitor.clock import utc_now
-from monitor.redact import REDACTED, is_secret_name, redact
+from monitor.drifts import DriftFactory
+from monitor.targets import TargetResolver
 from monitor.tfstate import ResourceInstance, StateIndex
-from monitor.types import ChangeEvent, Clock, Drift, DriftKind, SkipReason
-from rules.catalogue import Catalogue, Change, EventRule
-from rules.paths import WILDCARD, extract
+from monitor.types import ChangeEvent, Clock, Drift, SkipReason
+from rules.catalogue import Catalogue, EventRule
+from rules.paths import EACH, extract
 from rules.severity import SeverityRules
-from rules.transforms import STATE_PARSERS, TRANSFORMS, TransformError
 
 READ_PREFIXES = (
     "Get",
@@ -85,9 +83,30 @@ class Detection:
     skipped: str | None = None
 
 
-def drift_id(event_id: str, resource_id: str, field: str | None) -> str:
-    key = f"{event_id}|{resource_id}|{field or ''}".encode()
-    return "drift-" + hashlib.blake2b(key, digest_size=10).hexdigest()
+def _fan_out(rule: EventRule, root: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    """The record once, or once per item of the entry's `each:` (the item as `each`)."""
+    for path in rule.each:
+        items = extract(root, path)
+        if items:
+            return [{**root, EACH: item} for item in items]
+    return (root,)
+
+
+def _slots(rule: EventRule, root: dict[str, Any]) -> list[str | None]:
+    """The resource ids the entry's id paths name (none: the targets' own ids name it)."""
+    ids: list[Any] = []
+    for path in rule.id_paths:
+        ids = extract(root, path)
+        if ids:
+            break
+    slots: list[str | None] = [
+        str(i) for i in ids if isinstance(i, (str, int)) and not isinstance(i, bool)
+    ]
+    if len(rule.resource_types) < len(rule.targets):
+        # Targets with their own id name one resource: one pass (per `each:` item) is about
+        # one thing.
+        return slots[:1] or [None]
+    return slots
 
 
 class Detector:
@@ -106,6 +125,8 @@ class Detector:
         self.index = index
         self.apply_principals = frozenset(apply_principals)
         self.clock = clock
+        self.drifts = DriftFactory(severity)
+        self.targets = TargetResolver(index, self.drifts)
 
     def with_index(self, index: StateIndex) -> Detector:
         """The same rules over a new state (after a reload)."""
@@ -142,129 +163,28 @@ class Detector:
         if rule is None:
             return self._unmapped(event)
         root = event.root()
-        ids: list[Any] = []
-        for path in rule.id_paths:
-            ids = extract(root, path)
-            if ids:
-                break
-        if not ids:
-            return Detection((), SkipReason.NO_ID)
-        detected_at = self.clock()
-        drifts: list[Drift] = []
-        reason = SkipReason.NO_ID
-        for raw_id in ids:
-            if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
-                continue
-            rid = str(raw_id)
-            inst = None
-            for rtype in rule.resource_types:
-                inst = self.index.find(rtype, rid)
-                if inst is not None:
-                    break
-            if rule.change is Change.CREATE:
-                if inst is None:
-                    drifts.append(
-                        self._drift(
-                            event,
-                            rule,
-                            DriftKind.UNMANAGED,
-                            rule.resource_types[0],
-                            rid,
-                            None,
-                            None,
-                            None,
-                            None,
-                            detected_at,
-                        )
-                    )
-                else:
-                    reason = SkipReason.IN_STATE
-            elif inst is None:
-                reason = SkipReason.NOT_IN_STATE
-            elif rule.change is Change.DELETE:
-                drifts.append(
-                    self._drift(
-                        event,
-                        rule,
-                        DriftKind.MISSING,
-                        inst.type,
-                        inst.resource_id,
-                        inst,
-                        None,
-                        None,
-                        None,
-                        detected_at,
-                    )
-                )
-            else:
-                found = self._modified(event, rule, root, inst, detected_at)
-                if found:
-                    drifts.extend(found)
-                else:
-                    reason = SkipReason.NO_CHANGE
-        drifts.sort(key=lambda d: (d.resource_address or "", d.resource_id, d.field or ""))
-        return Detection(tuple(drifts), None if drifts else reason)
-
-    def _modified(
-        self,
-        event: ChangeEvent,
-        rule: EventRule,
-        root: dict[str, Any],
-        inst: ResourceInstance,
-        detected_at: str,
-    ) -> list[Drift]:
-        drifts: list[Drift] = []
-        extracted = False
-        attributes = inst.attributes
-        for attr in rule.attributes:
-            if attr.field.split(".", 1)[0] not in attributes:
-                # This state (resource type or provider version) does not hold the
-                # attribute: nothing to compare against, so no claim about it.
-                continue
-            if attr.path is None:
-                new_raw: Any = attr.const
-            else:
-                values = extract(root, attr.path)
-                if not values:
-                    continue
-                new_raw = values if WILDCARD in attr.path else values[0]
-            if attr.mapping:
-                table = dict(attr.mapping)
-                new_raw = table.get(str(new_raw), new_raw)
-            make, canon = TRANSFORMS[attr.transform]
-            old = inst.value(attr.field)
-            parser = STATE_PARSERS.get(attr.transform)
-            if parser is not None:
-                with contextlib.suppress(TransformError):
-                    old = parser(old)
-            try:
-                new = make(new_raw, old)
-                differs = canon(new) != canon(old)
-            except TransformError:
-                continue
-            extracted = True
-            if differs:
-                drifts.append(
-                    self._drift(
-                        event,
-                        rule,
-                        DriftKind.MODIFIED,
-                        inst.type,
-                        inst.resource_id,
-                        inst,
-                        attr.field,
-                        old,
-                        new,
-                        detected_at,
-                    )
-                )
-        if not extracted:
-            drifts.append(self._coarse(event, rule, inst, detected_at))
-        return drifts
+        drifts: dict[str, Drift] = {}
+        reason: str = SkipReason.NO_ID
+        detected_at: str | None = None
+        for item in _fan_out(rule, root):
+            for rid in _slots(rule, item):
+                if detected_at is None:
+                    detected_at = self.clock()
+                found, why = self.targets.resolve(event, rule, item, rid, detected_at)
+                for d in found:
+                    drifts.setdefault(d.id, d)
+                if why:
+                    reason = why
+        out = sorted(
+            drifts.values(), key=lambda d: (d.resource_address or "", d.resource_id, d.field or "")
+        )
+        return Detection(tuple(out), None if out else reason)
 
     def _unmapped(self, event: ChangeEvent) -> Detection:
         """A mutating call the catalogue does not know: a coarse drift per managed resource
         its request names."""
+        if self.catalogue.is_skipped(event.event_source, event.event_name):
+            return Detection((), SkipReason.NOT_DRIFT)
         name = event.event_name
         if event.read_only is None and name.startswith(READ_PREFIXES):
             return Detection((), SkipReason.READ_ONLY)
@@ -281,66 +201,7 @@ class Detector:
         if not seen:
             return Detection((), SkipReason.UNMAPPED)
         detected_at = self.clock()
-        drifts = [self._coarse(event, None, inst, detected_at) for _, inst in sorted(seen.items())]
+        drifts = [
+            self.drifts.coarse(event, None, inst, detected_at) for _, inst in sorted(seen.items())
+        ]
         return Detection(tuple(drifts))
-
-    def _coarse(
-        self, event: ChangeEvent, rule: EventRule | None, inst: ResourceInstance, detected_at: str
-    ) -> Drift:
-        """A change to a managed resource known only coarsely: no field, no values."""
-        kind = DriftKind.MODIFIED
-        return self._drift(
-            event, rule, kind, inst.type, inst.resource_id, inst, None, None, None, detected_at
-        )
-
-    def _drift(
-        self,
-        event: ChangeEvent,
-        rule: EventRule | None,
-        kind: DriftKind,
-        rtype: str,
-        rid: str,
-        inst: ResourceInstance | None,
-        field: str | None,
-        old: Any,
-        new: Any,
-        detected_at: str,
-    ) -> Drift:
-        # The one boundary: the store, the hub, the graph and the API all see these values.
-        if field is not None and (
-            any(is_secret_name(part) for part in field.split("."))
-            or (inst is not None and inst.is_sensitive(field))
-        ):
-            old = REDACTED if old is not None else None
-            new = REDACTED if new is not None else None
-        else:
-            old, new = redact(old), redact(new)
-        category = rule.category if rule else "other"
-        event_key = f"{event.event_source}:{event.event_name}"
-        if rule and rule.severity and event_key not in self.severity.events:
-            severity = rule.severity
-        else:
-            severity = self.severity.rate(category, field, kind.value, event_key)
-        return Drift(
-            id=drift_id(event.event_id, rid, field),
-            kind=kind,
-            severity=severity,
-            category=category,
-            provider=rule.provider if rule else event.provider,
-            account_id=event.account_id,
-            region=event.region,
-            resource_type=rtype,
-            resource_id=rid,
-            resource_address=inst.address if inst else None,
-            field=field,
-            old_value=old,
-            new_value=new,
-            event_id=event.event_id,
-            event_name=event.event_name,
-            event_source=event.event_source,
-            event_time=event.event_time,
-            detected_at=detected_at,
-            actor=event.actor,
-            source_ip=event.source_ip,
-            user_agent=event.user_agent,
-        )

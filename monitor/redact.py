@@ -37,6 +37,10 @@ _NOT_SECRET_SUFFIX = (
     "_ttl",
     "_lifetime",
     "_policy",
+    # Password-policy settings (a length, an age, a reuse count) are not secrets either.
+    "_length",
+    "_age",
+    "_prevention",
 )
 # Settings named after a secret without holding one (automount_service_account_token).
 _NOT_SECRET_PREFIX = ("automount_", "enable_", "disable_", "allow_", "require_", "use_")

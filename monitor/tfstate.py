@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any
 import orjson
 
 from monitor.redact import is_secret_name, redact
+from rules.transforms import canon_key
 
 SUPPORTED_VERSION = 4
 _TF_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
@@ -276,6 +278,20 @@ def load_states(paths: Iterable[str | Path]) -> list[TfState]:
     return [load_state_file(p) for p in state_files(paths)]
 
 
+def _match_keys(
+    attrs: Mapping[str, Any], names: tuple[str, ...]
+) -> Iterator[tuple[str | None, ...]]:
+    """Every composite key an instance answers to: one per combination of list items."""
+    parts = []
+    for name in names:
+        value = attrs.get(name)
+        if isinstance(value, list) and value:
+            parts.append([canon_key(v) for v in value])
+        else:
+            parts.append([canon_key(value)])
+    return itertools.product(*parts)
+
+
 class StateIndex:
     """O(1) lookup of managed instances by the identifiers cloud events carry."""
 
@@ -289,7 +305,12 @@ class StateIndex:
         self.by_key: dict[tuple[str, str], ResourceInstance] = {}
         self.by_value: dict[str, list[ResourceInstance]] = {}
         self.by_address: dict[str, ResourceInstance] = {}
+        self.by_type: dict[str, list[ResourceInstance]] = {}
         self.resources: list[ResourceInstance] = []
+        # (type, attribute names) -> canonical values -> instance, built on first use.
+        self._composite: dict[
+            tuple[str, tuple[str, ...]], dict[tuple[str | None, ...], ResourceInstance]
+        ] = {}
         for state in self.states:
             for inst in state.managed:
                 self._add(inst)
@@ -300,6 +321,7 @@ class StateIndex:
             address = f"{inst.state_path}:{address}"
         self.by_address[address] = inst
         self.resources.append(inst)
+        self.by_type.setdefault(inst.type, []).append(inst)
         attrs = inst.attributes
         keys = ("id", "arn", *self.identifiers.get(inst.type, self.DEFAULT_KEYS))
         for key in keys:
@@ -318,6 +340,22 @@ class StateIndex:
             tail = value.rsplit("/", 1)[-1] if "/" in value else value.rsplit(":", 1)[-1]
             hit = self.by_key.get((rtype, tail))
         return hit
+
+    def find_match(
+        self, rtype: str, names: tuple[str, ...], values: tuple[str, ...]
+    ) -> ResourceInstance | None:
+        """The instance of `rtype` whose attributes `names` hold `values` (compared canonically:
+        "true" = true, "22" = 22, CIDR forms; a list attribute holds each of its items)."""
+        table = self._composite.get((rtype, names))
+        if table is None:
+            table = {}
+            for inst in self.by_type.get(rtype, ()):
+                for key in _match_keys(inst.attributes, names):
+                    table.setdefault(key, inst)
+            # Built once per (type, names) over an immutable index; a concurrent first use
+            # builds the same table, so the race is harmless.
+            self._composite[(rtype, names)] = table
+        return table.get(tuple(canon_key(v) for v in values))
 
     def find_any(self, value: str) -> list[ResourceInstance]:
         return self.by_value.get(value, [])

@@ -63,6 +63,7 @@ class SkipReason(StrEnum):
     TERRAFORM = "made by Terraform"
     SERVICE = "service-internal call"
     UNMAPPED = "not in the catalogue"
+    NOT_DRIFT = "operational call (listed as not drift)"
     NO_ID = "no resource identifier in the record"
     NOT_IN_STATE = "resource not in state"
     IN_STATE = "created resource is in state"

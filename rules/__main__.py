@@ -1,5 +1,5 @@
 import sys
 
-from rules.catalogue import main
+from rules.coverage import main
 
 sys.exit(main())

@@ -7,6 +7,8 @@ gives a canonical form so that equal configurations compare equal whatever their
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
@@ -33,12 +35,40 @@ def canon_scalar(value: Any) -> Canon:
         low = value.lower()
         if low in ("true", "false"):
             return low
-        return value
+        return canon_cidr(value) if "/" in value else value
     if isinstance(value, dict):
         return tuple(sorted((k, canon_scalar(v)) for k, v in value.items()))
     if isinstance(value, list):
         return tuple(canon_scalar(v) for v in value)
     return repr(value)
+
+
+_CIDR = re.compile(r"^[0-9A-Fa-f:.]+/\d{1,3}$")
+
+
+def canon_cidr(value: str) -> str:
+    """A CIDR block in its network form (`10.0.0.5/8` -> `10.0.0.0/8`, IPv6 compressed)."""
+    if not _CIDR.match(value):
+        return value
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        return value
+
+
+def canon_key(value: Any) -> str | None:
+    """One part of a composite key, spelt the same way in a request and in a state."""
+    if value is None or value == "" or isinstance(value, (dict, list)):
+        return None
+    text = canon_scalar(value)
+    return canon_cidr(text) if "/" in text else text
+
+
+def dns_name(name: str) -> str:
+    """A record name as Terraform's `fqdn` holds it: lower case, no trailing dot, and a
+    leading wildcard label as `*` (Route 53 spells it `\\052`)."""
+    name = name.lower().rstrip(".")
+    return "*" + name[4:] if name.startswith("\\052") else name
 
 
 def parse_json_text(value: Any) -> Any:
@@ -48,6 +78,8 @@ def parse_json_text(value: Any) -> Any:
     if not isinstance(value, str):
         raise TransformError(f"expected a JSON document, got {type(value).__name__}")
     text = value.strip()
+    if not text:
+        return None  # no document: Terraform stores an absent policy as ""
     if text.startswith("%7B") or text.startswith("%7b") or text.startswith("%5B"):
         text = unquote(text)
     try:
@@ -223,6 +255,44 @@ def _canon_rules(value: Any) -> Canon:
     return tuple(sorted(set(_tf_rules(value)), key=repr))
 
 
+def _blocks(value: Any) -> list[dict[str, Any]]:
+    """Named blocks (`inline_policy`), without the empty one Terraform records for none."""
+    return [b for b in _as_list(value) if isinstance(b, dict) and b.get("name")]
+
+
+def _block_put(new: Any, old: Any) -> list[dict[str, Any]]:
+    if not isinstance(new, dict) or not new.get("name"):
+        raise TransformError("a named block needs its name")
+    return [b for b in _blocks(old) if b["name"] != new["name"]] + [new]
+
+
+def _block_remove(new: Any, old: Any) -> list[dict[str, Any]]:
+    names = {str(n) for n in _as_list(new)}
+    return [b for b in _blocks(old) if str(b["name"]) not in names]
+
+
+def _document_or_text(value: Any) -> Any:
+    if isinstance(value, str) and value.lstrip()[:1] in ("{", "[", "%"):
+        try:
+            return parse_json_text(value)
+        except TransformError:
+            return value
+    return value
+
+
+def _canon_blocks(value: Any) -> Canon:
+    """Named blocks as a set, policy documents in them compared as documents."""
+    return tuple(
+        sorted(
+            (
+                tuple(sorted((k, canon_json(_document_or_text(v))) for k, v in b.items()))
+                for b in _blocks(value)
+            ),
+            key=repr,
+        )
+    )
+
+
 # name -> (new value from (event value, old value), canonical form)
 Transform = tuple[Callable[[Any, Any], Any], Callable[[Any], Canon]]
 
@@ -232,6 +302,7 @@ TRANSFORMS: dict[str, Transform] = {
     "bool": (lambda new, old: _to_bool(new), canon_scalar),
     "int": (lambda new, old: _to_int(new), canon_scalar),
     "json": (lambda new, old: parse_json_text(new), canon_json),
+    "dns": (lambda new, old: dns_name(str(new)), canon_scalar),
     "items": (lambda new, old: _as_list(new), canon_scalar),
     "set": (lambda new, old: _as_list(new), _canon_set),
     "set_add": (
@@ -248,6 +319,8 @@ TRANSFORMS: dict[str, Transform] = {
         lambda new, old: {k: v for k, v in _as_tags(old).items() if k not in _tag_keys(new)},
         canon_scalar,
     ),
+    "block_put": (_block_put, _canon_blocks),
+    "block_remove": (_block_remove, _canon_blocks),
     "ip_permissions_add": (
         lambda new, old: _rules_as_blocks(_tf_rules(old) + _request_rules(new)),
         _canon_rules,
@@ -262,7 +335,7 @@ TRANSFORMS: dict[str, Transform] = {
 
 # Transforms whose state value must be read through the same parser before comparing/showing.
 STATE_PARSERS: dict[str, Callable[[Any], Any]] = {
-    "json": lambda v: parse_json_text(v) if isinstance(v, str) and v.strip() else v,
+    "json": lambda v: parse_json_text(v) if isinstance(v, str) else v,
     "ip_permissions_add": lambda v: _rules_as_blocks(_tf_rules(v)),
     "ip_permissions_remove": lambda v: _rules_as_blocks(_tf_rules(v)),
 }

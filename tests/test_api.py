@@ -62,7 +62,7 @@ async def test_a_real_record_posted_arrives_on_sse_and_ws(tmp_path: Path, state_
     async with (
         running(_config(tmp_path, state_path)) as srv,
         srv.client.stream("GET", "/api/v1/stream?topics=drifts") as sse,
-        connect(srv.ws) as ws,
+        connect(srv.ws, additional_headers=srv.auth) as ws,
     ):
         reader = SSEReader(sse)
         _, event, hello = await asyncio.wait_for(reader.next(), 10)
@@ -259,7 +259,7 @@ async def test_malformed_ws_frames_get_errors_and_the_connection_stays(
 ):
     async with (
         running(_config(tmp_path, state_path, max_ws_message_bytes=1024)) as srv,
-        connect(srv.ws) as ws,
+        connect(srv.ws, additional_headers=srv.auth) as ws,
     ):
         await _ws_recv(ws, "welcome")
         for frame, code in [
@@ -304,7 +304,10 @@ async def test_a_stalled_client_does_not_delay_the_others(tmp_path: Path, state_
         raw.setblocking(False)
         await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", srv.port))
         _, writer = await asyncio.open_connection(sock=raw)
-        writer.write(b"GET /api/v1/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        writer.write(
+            b"GET /api/v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer " + srv.key.encode() + b"\r\n\r\n"
+        )
         await writer.drain()
         async with srv.client.stream("GET", "/api/v1/stream?topics=events") as sse:
             live = SSEReader(sse)
@@ -376,6 +379,9 @@ async def test_rest_endpoints_and_envelopes(tmp_path: Path, state_path: Path) ->
         health = (await srv.client.get("/api/v1/health")).json()["data"]
         assert health["status"] == "ok"
         assert set(health["components"]) >= {"state", "store", "hub", "sources"}
+        # The public /health tells a load balancer the status and nothing else.
+        public = await srv.client.get("/health", headers={"Authorization": ""})
+        assert public.json()["data"] == {"status": "ok"}
         meta = (await srv.client.get("/api/v1/state")).json()["data"]
         assert meta["version"] == 4 and meta["resource_count"] == 112
         res = (await srv.client.get("/api/v1/state/resources?limit=500")).json()["data"]
@@ -419,7 +425,10 @@ async def test_state_reload_publishes_state_change_and_keeps_last_good(
     path = tmp_path / "live.tfstate"
     doc = json.loads(state_path.read_text())
     path.write_text(json.dumps(doc))
-    async with running(_config(tmp_path, path)) as srv, connect(srv.ws + "?topics=state") as ws:
+    async with (
+        running(_config(tmp_path, path)) as srv,
+        connect(srv.ws + "?topics=state", additional_headers=srv.auth) as ws,
+    ):
         await _ws_recv(ws, "welcome")
         doc["serial"] += 1
         doc["resources"] = doc["resources"][:10]
@@ -439,7 +448,10 @@ async def test_state_reload_publishes_state_change_and_keeps_last_good(
 @pytest.mark.integration
 async def test_stats_topic_gets_periodic_totals(tmp_path: Path, state_path: Path) -> None:
     config = _config(tmp_path, state_path, stats_interval_seconds=0.05)
-    async with running(config) as srv, connect(srv.ws + "?topics=stats") as ws:
+    async with (
+        running(config) as srv,
+        connect(srv.ws + "?topics=stats", additional_headers=srv.auth) as ws,
+    ):
         await _ws_recv(ws, "welcome")
         first = await _ws_recv(ws, "stats")
         assert first["topic"] == "stats" and first["payload"]["total"] == 0

@@ -143,6 +143,20 @@ def test_every_mapped_real_change_yields_an_identifier(catalogue: Catalogue) -> 
             "unknown keys",
         ),
         ("version: 1\nprovider: aws\nevent_source: x\nevents: [", "not valid YAML"),
+        (
+            "version: 1\nprovider: aws\nevent_source: x\nevents:\n  A: {skip: '  '}",
+            "needs the reason",
+        ),
+        (
+            "version: 1\nprovider: aws\nevent_source: x\nevents:\n  A: {skip: run state, "
+            "resource: aws_vpc}",
+            "take only skip, note and peer",
+        ),
+        (
+            "version: 1\nprovider: aws\nevent_source: x\nevents:\n  A: {change: delete, "
+            "resource: aws_vpc, id: requestParameters.x, peer: [1]}",
+            "peer must be",
+        ),
     ],
 )
 def test_malformed_entries_are_named(tmp_path: Path, text: str, message: str) -> None:

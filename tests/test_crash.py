@@ -4,13 +4,8 @@ be there, exactly once, after a restart on the same data directory."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import re
 import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -18,63 +13,20 @@ import orjson
 import pytest
 
 from tests.support.live import wait_until
-from tests.support.records import DEMO_STATE, resize
+from tests.support.records import resize
+from tests.support.serve_process import create_key, serve
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.integration]
-ROOT = Path(__file__).resolve().parents[1]
-LISTENING = re.compile(rb"Uvicorn running on http://127\.0\.0\.1:(\d+)")
-
-
-@contextlib.asynccontextmanager
-async def serve(data_dir: Path) -> AsyncIterator[tuple[subprocess.Popen[bytes], str]]:
-    """`driftline serve` in its own process on a free port (port 0, read back from its log)."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "monitor.app.cli",
-            "serve",
-            "--state",
-            str(ROOT / DEMO_STATE),
-            "--data-dir",
-            str(data_dir),
-            "--port",
-            "0",
-            "--log-level",
-            "info",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stderr is not None
-    loop = asyncio.get_running_loop()
-    seen = b""
-    try:
-        while not (m := LISTENING.search(seen)):
-            line = await asyncio.wait_for(loop.run_in_executor(None, proc.stderr.readline), 30)
-            if not line:
-                raise AssertionError("server exited early: " + seen.decode(errors="replace"))
-            seen += line
-        yield proc, f"http://127.0.0.1:{int(m.group(1))}"
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        proc.stderr.close()
 
 
 async def test_sigkill_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     acked: list[str] = []
     sent: list[str] = []
+    headers = {"Authorization": "Bearer " + create_key(tmp_path / "data", "admin")}
+    headers["Content-Type"] = "application/json"
     async with (
-        serve(tmp_path / "data") as (proc, base),
-        httpx.AsyncClient(base_url=base, timeout=10) as client,
+        serve(tmp_path / "data") as (proc, base, _),
+        httpx.AsyncClient(base_url=base, timeout=10, headers=headers) as client,
     ):
 
         async def stream(worker: int) -> None:
@@ -104,8 +56,8 @@ async def test_sigkill_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -
     assert proc.wait(10) == -signal.SIGKILL
 
     async with (
-        serve(tmp_path / "data") as (_, base),
-        httpx.AsyncClient(base_url=base, timeout=10) as client,
+        serve(tmp_path / "data") as (_, base, _),
+        httpx.AsyncClient(base_url=base, timeout=10, headers=headers) as client,
     ):
         for event_id in acked:
             r = await client.get(f"/api/v1/events/{event_id}")

@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 
 from monitor.app.config import Config
 from monitor.store import SqliteStore
-from monitor.store.schema import MIGRATIONS
+from monitor.store.schema import MIGRATIONS, SCHEMA_VERSION
 from tests.support.live import SSEReader, running
 from tests.support.records import DEMO_STATE, resize
 
@@ -144,7 +144,10 @@ async def test_baseline_capture_suppresses_the_repeat_until_state_changes(tmp_pa
 
 @pytest.mark.integration
 async def test_flood_control_counts_occurrences_of_an_open_drift(tmp_path: Path) -> None:
-    async with running(_config(tmp_path)) as srv, connect(srv.ws + "?topics=drifts") as ws:
+    async with (
+        running(_config(tmp_path)) as srv,
+        connect(srv.ws + "?topics=drifts", additional_headers=srv.auth) as ws,
+    ):
         await ws.recv()  # welcome
         [drift_id] = (await _post(srv, resize("e-1", "t3.2xlarge")))["drift_ids"]
         for n in (2, 3):
@@ -183,7 +186,7 @@ async def test_resume_from_the_store_when_the_gap_is_older_than_memory(tmp_path:
                 (await asyncio.wait_for(reader.until("drift"), 10))[2]["event_id"] for _ in range(9)
             ]
         assert got == [f"e-{n}" for n in range(1, 10)]
-        async with connect(srv.ws) as ws:
+        async with connect(srv.ws, additional_headers=srv.auth) as ws:
             await ws.recv()
             await ws.send(json.dumps({"type": "subscribe", "topic": "drifts", "since": first}))
             seen = []
@@ -274,6 +277,6 @@ def test_migration_from_schema_1(tmp_path: Path) -> None:
         d = store.drift("drift-old")
         assert d is not None and d["type"] == "security" and d["occurrences"] == 1
         assert store.summary()["total"] == 1 and store.summary()["by_severity"]["high"] == 1
-        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 4
+        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         store.close()

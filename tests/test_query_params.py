@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from starlette.routing import Route
 
 from monitor.app.config import Config
 from tests.support.asgi import in_memory
@@ -70,12 +71,27 @@ async def test_out_of_range_numbers_are_400(config: Config) -> None:
             assert (await srv.client.get(url)).status_code == 400, url
 
 
+def _strict(endpoint: object) -> bool:
+    while endpoint is not None:
+        if getattr(endpoint, "strict_query", False):
+            return True
+        endpoint = getattr(endpoint, "__wrapped__", None)
+    return False
+
+
 def test_every_get_route_checks_its_query_against_the_spec() -> None:
     for route in routes():
-        methods = getattr(route, "methods", None) or set()
-        if "GET" in methods:
-            path = route.path.replace(":path}", "}")  # type: ignore[attr-defined]
-            assert path in SPEC["paths"], path
-            assert route.endpoint.__module__ == "web.query", path  # type: ignore[attr-defined]
+        if isinstance(route, Route) and route.methods and "GET" in route.methods:
+            assert route.path.replace(":path}", "}") in SPEC["paths"], route.path
+            assert _strict(route.endpoint), route.path
     assert query_names(SPEC, "/api/v1/graph/nodes")["type"] is True
     assert query_names(SPEC, "/api/v1/drifts")["severity"] is False
+    assert "ticket" in query_names(SPEC, "/api/v1/stream")  # a credential, not a filter
+
+
+async def test_credentials_come_before_parameters(config: Config) -> None:
+    async with in_memory(config) as srv:
+        anonymous = await srv.client.get(
+            "/api/v1/drifts?serverity=critical", headers={"Authorization": ""}
+        )
+        assert anonymous.status_code == 401

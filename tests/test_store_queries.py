@@ -27,7 +27,13 @@ from monitor.store import (
     WriteBatch,
     WriteOutcome,
 )
-from monitor.store.schema import COUNTED, FACET_COLS, MIGRATIONS, rebuild_counters
+from monitor.store.schema import (
+    COUNTED,
+    FACET_COLS,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    rebuild_counters,
+)
 from monitor.types import Drift, DriftKind
 
 pytestmark = pytest.mark.timeout(300)
@@ -476,7 +482,7 @@ def test_migration_from_schema_3(tmp_path: Path) -> None:
     store = SqliteStore(path)  # migration 4 counts blocks of 2**14: the default block_bits
     store.start()
     try:
-        assert store._writer.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert store._writer.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert store.dead_letters(1, 10)[1] == 1
         assert store.counters()["drifts.merged"] == 5  # other counters survive
         assert store.counters()["drifts.actor.u0"] == sum(d.actor.user_name == "u0" for d in drifts)

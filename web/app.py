@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -12,14 +13,18 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match, Route, WebSocketRoute
+from starlette.routing import Match, Route, WebSocketRoute
 
-from monitor.store import StorageFault
-from web import graph, health, ingest, live, rest
+from monitor.auth import Permission
+from monitor.store import StorageFault, storage_fault
+from web import auth_routes, graph, health, ingest, live, rest
+from web.access import guard, guard_ws, guarded_stream
 from web.envelope import ApiError, JSONResponse, error
 from web.facade import Api, api_of
-from web.openapi import SPEC, spec_for
-from web.query import strict_routes
+from web.openapi import spec_for
+from web.query import strict
+from web.security import SecurityMiddleware
+from web.sessions import Security
 
 log = logging.getLogger("driftline.web")
 
@@ -30,7 +35,9 @@ async def openapi(request: Request) -> Response:
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error(exc.code, exc.message, exc.status)
+    response = error(exc.code, exc.message, exc.status)
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -64,42 +71,89 @@ async def _storage_fault(request: Request, exc: Exception) -> Response:
     return error("SERVICE_UNAVAILABLE", f"not stored: {exc}", 503)
 
 
+async def _sqlite_error(request: Request, exc: Exception) -> Response:
+    # From a store of the data dir other than the drifts' (the API keys, the audit log).
+    fault = storage_fault(exc, "data dir")
+    if fault is None:
+        raise exc  # a bug: the 500 handler logs it
+    log.error("%s %s: %s", request.method, request.url.path, fault)
+    return await _storage_fault(request, fault)
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error("INTERNAL_ERROR", "internal error; see the server log", 500)
 
 
-def routes() -> list[BaseRoute]:
-    return strict_routes(_routes(), SPEC)
+R, L, IN, A, S, P = (
+    Permission.READ,
+    Permission.LIFECYCLE,
+    Permission.INGEST,
+    Permission.ADMIN,
+    Permission.SESSION,
+    Permission.PUBLIC,
+)
 
 
-def _routes() -> list[BaseRoute]:
+def routes() -> list[Route | WebSocketRoute]:
+    """Every route with the permission it needs (web.access); writes name their audit action.
+    Every GET takes only the query parameters its /openapi.json entry names (web.query)."""
     return [
-        Route("/livez", health.livez),
-        Route("/readyz", health.readyz),
-        Route("/health", health.health_status),
-        Route("/api/v1/health", health.health),
-        Route("/api/v1/state", rest.state_meta),
-        Route("/api/v1/state/resources", rest.state_resources),
-        Route("/api/v1/state/resources/{address:path}", rest.state_resource),
-        Route("/api/v1/events", rest.events),
-        Route("/api/v1/events/{id}", rest.event),
-        Route("/api/v1/drifts", rest.drifts),
-        Route("/api/v1/drifts/summary", rest.drift_summary),
-        Route("/api/v1/drifts/{id}", rest.drift),
-        Route("/api/v1/drifts/{id}", rest.patch_drift, methods=["PATCH"]),
-        Route("/api/v1/drifts/{id}/resolve", rest.resolve_drift, methods=["POST"]),
-        Route("/api/v1/stats", rest.stats),
-        Route("/api/v1/dead-letters", rest.dead_letters),
-        Route("/api/v1/falco/events", ingest.falco_events, methods=["POST"]),
-        Route("/api/v1/ingest/cloudtrail", ingest.cloudtrail, methods=["POST"]),
-        Route("/api/v1/ingest/k8s-audit", ingest.k8s_audit, methods=["POST"]),
-        Route("/api/v1/ingest/gcp-audit", ingest.gcp_audit, methods=["POST"]),
-        Route("/api/v1/ingest/azure-activity", ingest.azure_activity, methods=["POST"]),
-        Route("/api/v1/stream", live.stream),
-        *graph.ROUTES,
-        Route("/openapi.json", openapi),
-        WebSocketRoute("/ws", live.websocket),
+        Route("/livez", guard(P, strict(health.livez))),
+        Route("/readyz", guard(P, strict(health.readyz))),
+        Route("/health", guard(P, strict(health.health_status))),
+        Route("/api/v1/health", guard(R, strict(health.health))),
+        Route("/api/v1/state", guard(R, strict(rest.state_meta))),
+        Route("/api/v1/state/resources", guard(R, strict(rest.state_resources))),
+        Route("/api/v1/state/resources/{address:path}", guard(R, strict(rest.state_resource))),
+        Route("/api/v1/events", guard(R, strict(rest.events))),
+        Route("/api/v1/events/{id}", guard(R, strict(rest.event))),
+        Route("/api/v1/drifts", guard(R, strict(rest.drifts))),
+        Route("/api/v1/drifts/summary", guard(R, strict(rest.drift_summary))),
+        Route("/api/v1/drifts/{id}", guard(R, strict(rest.drift))),
+        Route(
+            "/api/v1/drifts/{id}",
+            guard(L, rest.patch_drift, "drift.update"),
+            methods=["PATCH"],
+        ),
+        Route(
+            "/api/v1/drifts/{id}/resolve",
+            guard(L, rest.resolve_drift, "drift.resolve"),
+            methods=["POST"],
+        ),
+        Route("/api/v1/stats", guard(R, strict(rest.stats))),
+        Route("/api/v1/dead-letters", guard(R, strict(rest.dead_letters))),
+        *(
+            Route(path, guard(IN, handler, "ingest." + fmt), methods=["POST"])
+            for path, handler, fmt in (
+                ("/api/v1/falco/events", ingest.falco_events, "falco"),
+                ("/api/v1/ingest/cloudtrail", ingest.cloudtrail, "cloudtrail"),
+                ("/api/v1/ingest/k8s-audit", ingest.k8s_audit, "k8s_audit"),
+                ("/api/v1/ingest/gcp-audit", ingest.gcp_audit, "gcp_audit"),
+                ("/api/v1/ingest/azure-activity", ingest.azure_activity, "azure_activity"),
+            )
+        ),
+        Route("/api/v1/stream", guarded_stream(strict(live.stream))),
+        *(Route(r.path, guard(R, strict(r.endpoint))) for r in graph.ROUTES),
+        Route("/api/v1/auth/whoami", guard(R, strict(auth_routes.whoami))),
+        Route("/api/v1/auth/session", guard(S, auth_routes.start_session), methods=["POST"]),
+        Route("/api/v1/auth/session", guard(S, auth_routes.end_session), methods=["DELETE"]),
+        Route("/api/v1/auth/ticket", guard(S, auth_routes.ticket), methods=["POST"]),
+        Route("/api/v1/api-keys", guard(A, strict(auth_routes.list_keys))),
+        Route(
+            "/api/v1/api-keys",
+            guard(A, auth_routes.create_key, "api_key.create"),
+            methods=["POST"],
+        ),
+        Route(
+            "/api/v1/api-keys/{id}",
+            guard(A, auth_routes.revoke_key, "api_key.revoke"),
+            methods=["DELETE"],
+        ),
+        Route("/api/v1/audit-log", guard(A, strict(auth_routes.audit_log))),
+        Route("/api/v1/audit-log/verify", guard(A, strict(auth_routes.audit_verify))),
+        Route("/openapi.json", guard(R, strict(openapi))),
+        WebSocketRoute("/ws", guard_ws(R, live.websocket)),
     ]
 
 
@@ -117,21 +171,25 @@ def create_app(api: Api) -> Starlette:
     app = Starlette(
         routes=routes(),
         middleware=[
+            Middleware(SecurityMiddleware, allowed_hosts=api.settings.allowed_hosts),
             Middleware(
                 CORSMiddleware,
                 allow_origins=api.settings.cors_origins,
-                allow_methods=["GET", "POST", "PATCH", "OPTIONS"],
+                allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
                 allow_headers=["*"],
                 expose_headers=["*"],
-            )
+            ),
         ],
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,
             StorageFault: _storage_fault,
+            sqlite3.Error: _sqlite_error,
             Exception: _internal_error,
         },
         lifespan=lifespan,
     )
     app.state.api = api
+    s = api.settings
+    app.state.security = Security(s.cors_origins, s.auth_failures_per_minute, s.session_hours)
     return app

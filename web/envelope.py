@@ -23,6 +23,7 @@ STATUS_FOR_CODE = {
     "VALIDATION_ERROR": 400,
     "BAD_REQUEST": 400,
     "UNAUTHORIZED": 401,
+    "FORBIDDEN": 403,
     "NOT_FOUND": 404,
     "METHOD_NOT_ALLOWED": 405,
     "CONFLICT": 409,
@@ -45,11 +46,18 @@ class JSONResponse(Response):
 class ApiError(Exception):
     """Raised anywhere in a handler; rendered as the error envelope."""
 
-    def __init__(self, code: str, message: str, status: int | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status or STATUS_FOR_CODE.get(code, 400)
+        self.headers = headers
 
 
 def ok(data: Any, status: int = 200) -> JSONResponse:

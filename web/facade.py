@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from starlette.requests import HTTPConnection
 
 from graph.builder import GraphBuilder
+from monitor.auth.service import Access
 from monitor.hub import Message, Subscriber
 from monitor.pipeline import IngestResult
 from monitor.store import DriftFilter, EventFilter, StatusChange
@@ -34,6 +35,10 @@ class WebSettings:
     k8s_cluster: str | None
     store_backend: str
     demo: bool
+    auth_enabled: bool = True
+    allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+    auth_failures_per_minute: int = 10
+    session_hours: float = 12.0
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,8 @@ class Api(Ingest, Queries, Health, Live, Protocol):
 
     @property
     def settings(self) -> WebSettings: ...
+    @property
+    def access(self) -> Access: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
 

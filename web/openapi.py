@@ -7,6 +7,7 @@ from typing import Any
 
 from graph.model import EDGE_TYPES, NODE_TYPES, GraphLimits
 from web.envelope import DRIFT_KINDS, DRIFT_STATUSES, MAX_PAGE, SEVERITIES
+from web.openapi_auth import secure
 
 # The document states the default graph caps; `spec_for` gives the running ones.
 LIMITS = GraphLimits()
@@ -114,6 +115,8 @@ def _ingest(summary: str) -> dict[str, Any]:
                 },
                 "400": ERROR,
                 "413": ERROR,
+                "503": {**ERROR, "description": "not stored: the database file is unusable"},
+                "507": {**ERROR, "description": "not stored: the disk is full"},
             },
         }
     }
@@ -148,7 +151,11 @@ SPEC: dict[str, Any] = {
             "configured source is connected; `checks` says which",
             errors=(503,),
         ),
-        "/health": _get("Status only (ok, degraded, failed); 503 unless ok", errors=(503,)),
+        "/health": _get(
+            "Status only (ok, degraded, failed), for load balancers (no credentials); "
+            "503 unless ok",
+            errors=(503,),
+        ),
         "/api/v1/health": _get("Health with per-component detail; 503 unless ok", errors=(503,)),
         "/api/v1/state": _get("Terraform state metadata", errors=()),
         "/api/v1/state/resources": _get(
@@ -381,10 +388,14 @@ SPEC: dict[str, Any] = {
                                     "INTERNAL_ERROR",
                                     "RATE_LIMIT_EXCEEDED",
                                     "UNAUTHORIZED",
+                                    "FORBIDDEN",
+                                    "UNSUPPORTED_MEDIA_TYPE",
                                     "PAYLOAD_TOO_LARGE",
                                     "METHOD_NOT_ALLOWED",
                                     "CONFLICT",
                                     "BAD_REQUEST",
+                                    "SERVICE_UNAVAILABLE",
+                                    "INSUFFICIENT_STORAGE",
                                 ],
                             },
                             "message": {"type": "string"},
@@ -413,3 +424,6 @@ def spec_for(limits: GraphLimits) -> dict[str, Any]:
             if param["name"] == name:
                 param["schema"]["maximum"] = most
     return spec
+
+
+secure(SPEC)

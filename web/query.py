@@ -8,15 +8,16 @@ values, repeated or comma-separated, are alternatives (OR).
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from web.envelope import ApiError
+from web.openapi import SPEC
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -24,11 +25,18 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 def query_names(spec: dict[str, Any], path: str) -> dict[str, bool]:
     """The query parameters the spec gives a path's GET, each with whether it may repeat."""
     operation = spec["paths"].get(path, {}).get("get", {})
-    return {
+    names = {
         p["name"]: p["schema"].get("type") == "array"
         for p in operation.get("parameters", ())
         if p["in"] == "query"
     }
+    # Credentials that travel in the query string (the streams' `?ticket=`).
+    schemes = spec.get("components", {}).get("securitySchemes", {})
+    for requirement in operation.get("security", spec.get("security", ())):
+        for scheme in requirement:
+            if schemes.get(scheme, {}).get("in") == "query":
+                names[schemes[scheme]["name"]] = False
+    return names
 
 
 def check_query(request: Request, allowed: dict[str, bool]) -> None:
@@ -49,28 +57,23 @@ def check_query(request: Request, allowed: dict[str, bool]) -> None:
         )
 
 
-def _checked(endpoint: Endpoint, allowed: dict[str, bool]) -> Endpoint:
+def strict(endpoint: Endpoint) -> Endpoint:
+    """`endpoint` refusing the query parameters its route's /openapi.json entry does not name.
+
+    Wrapped inside the route's access guard, so a caller without credentials gets a 401
+    before anything about the parameters."""
+
+    # wraps: the route table's checks can still see what the endpoint is.
+    @functools.wraps(endpoint)
     async def handler(request: Request) -> Response:
-        check_query(request, allowed)
+        route = request.scope["route"]
+        check_query(request, _allowed(route.path.replace(":path}", "}")))
         return await endpoint(request)
 
-    handler.__name__ = getattr(endpoint, "__name__", "handler")
-    handler.__doc__ = endpoint.__doc__
+    handler.strict_query = True  # type: ignore[attr-defined]
     return handler
 
 
-def strict_routes(routes: Sequence[BaseRoute], spec: dict[str, Any]) -> list[BaseRoute]:
-    """`routes` with every GET endpoint checking its query string against `spec`."""
-    out: list[BaseRoute] = []
-    for route in routes:
-        if isinstance(route, Route) and route.methods and "GET" in route.methods:
-            path = route.path.replace(":path}", "}")
-            allowed = query_names(spec, path)
-            route = Route(
-                route.path,
-                _checked(route.endpoint, allowed),
-                methods=sorted(route.methods - {"HEAD"}),
-                name=route.name,
-            )
-        out.append(route)
-    return out
+@functools.cache
+def _allowed(path: str) -> dict[str, bool]:
+    return query_names(SPEC, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
@@ -137,6 +138,9 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 
 async def _change(request: Request, change: StatusChange) -> Response:
+    principal = getattr(request.state, "principal", None)
+    if principal is not None:
+        change = dataclasses.replace(change, actor=f"{principal.name} ({principal.key_id})")
     try:
         updated = await api_of(request).set_status(change)
     except LifecycleError as exc:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import orjson
 
+from monitor.app.access_cli import add_access_parsers
 from monitor.app.batch import run_batch
 from monitor.app.progress import Progress
 from monitor.app.serve import add_serve_parser
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     det.set_defaults(func=_detect)
     add_serve_parser(sub)
+    add_access_parsers(sub)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -10,6 +11,20 @@ from typing import Any
 import yaml
 
 DEV_ORIGINS = ["http://localhost:5173", "http://localhost:3000"]
+
+
+LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1"]
+WILDCARD = ("0.0.0.0", "::", "")
+
+
+def is_loopback(host: str) -> bool:
+    """A bind address only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ConfigError(ValueError):
@@ -32,6 +47,10 @@ class Config:
     severity_rules: str | None = None
     apply_principals: list[str] = field(default_factory=list)
     cors_origins: list[str] = field(default_factory=lambda: list(DEV_ORIGINS))
+    auth: bool = True  # API keys on every route but /livez and /readyz (--no-auth: loopback only)
+    allowed_hosts: list[str] = field(default_factory=list)  # default: loopback names + host
+    auth_failures_per_minute: int = 10  # bad credentials from one client before 429
+    session_hours: float = 12.0  # browser sessions (cookie) last this long
     max_body_bytes: int = 10 * 1024 * 1024
     max_ws_message_bytes: int = 64 * 1024
     sse_keepalive_seconds: float = 30.0
@@ -106,6 +125,7 @@ class Config:
                 raise ConfigError(f"{name}: must be a positive number of seconds")
         self._check_paths()
         self._check_kafka()
+        self._check_access()
         if self.log_level not in ("critical", "error", "warning", "info", "debug"):
             raise ConfigError(f"log_level: {self.log_level!r} is not a log level")
         return self
@@ -127,6 +147,18 @@ class Config:
             path = getattr(self, name)
             if path and not Path(path).is_file():
                 raise ConfigError(f"{name}: {path}: no such file")
+
+    def _check_access(self) -> None:
+        if not self.auth and not is_loopback(self.host):
+            raise ConfigError(
+                f"auth: --no-auth is only allowed on a loopback address, not host {self.host!r}; "
+                "create keys with `driftline keys create` instead"
+            )
+        if not self.allowed_hosts:
+            self.allowed_hosts = [
+                *LOOPBACK_NAMES,
+                *([self.host] if self.host not in WILDCARD else []),
+            ]
 
     def _check_kafka(self) -> None:
         if self.kafka_topics and not self.kafka_bootstrap:
@@ -156,6 +188,7 @@ _POSITIVE = (
     "kafka_max_batch",
     "kafka_max_inflight",
     "kafka_commit_every",
+    "auth_failures_per_minute",
 )
 _POSITIVE_SECONDS = (
     "sse_keepalive_seconds",
@@ -169,6 +202,7 @@ _POSITIVE_SECONDS = (
     "graph_window_seconds",
     "trail_poll_seconds",
     "kafka_commit_interval",
+    "session_hours",
 )
 
 

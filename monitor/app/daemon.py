@@ -16,6 +16,7 @@ from graph.model import GraphLimits
 from monitor.app.config import Config
 from monitor.app.demo_replay import replay_forever
 from monitor.app.sources import build_sources
+from monitor.auth.service import Access
 from monitor.clock import utc_now
 from monitor.detect import Detector
 from monitor.engine import build_index, load_rules
@@ -81,6 +82,8 @@ class Daemon:
             self.catalogue, self.severity, index, config.apply_principals, clock
         )
         self.store: Store = self._open_store()
+        data_dir = None if config.store == "memory" else config.data_dir
+        self.access = Access.open(data_dir, clock, enabled=config.auth)
         self.hub = Hub(
             config.resume_buffer, config.subscriber_queue, clock, start_seq=self.store.last_seq()
         )
@@ -117,6 +120,7 @@ class Daemon:
     async def start(self) -> None:
         self.started_at = self.clock()
         self.store.start()
+        await self.access.start()
         await self.pipeline.start()
         for source in self.sources.values():
             await source.start()
@@ -142,6 +146,7 @@ class Daemon:
         self.hub.close_all()
         await self.pipeline.stop()
         self.store.close()
+        await self.access.stop()
 
     def _publish_graph(self, delta: GraphDelta) -> None:
         # Deltas are not stored: a client that reconnects refetches /api/v1/graph.

@@ -12,6 +12,7 @@ from typing import Any
 
 from monitor.app.config import ConfigError, load_config
 from monitor.app.repeats import quiet_repeats
+from monitor.auth.db import AuthDbError
 from monitor.store import StorageFault
 from monitor.tfstate import StateError
 from rules.catalogue import CatalogueError
@@ -51,6 +52,19 @@ def add_serve_parser(sub: Any) -> None:
         help="allowed browser origin (repeatable)",
     )
     srv.add_argument(
+        "--no-auth",
+        dest="auth",
+        action="store_false",
+        default=None,
+        help="serve without API keys (refused unless the host is a loopback address)",
+    )
+    srv.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="a Host header to serve (repeatable; default: loopback names and --host; * for any)",
+    )
+    srv.add_argument(
         "--falco-grpc",
         metavar="TARGET",
         dest="falco_grpc_target",
@@ -85,6 +99,34 @@ def add_serve_parser(sub: Any) -> None:
     srv.set_defaults(func=_serve)
 
 
+def _announce_access(daemon: Any, where: str) -> None:
+    """On first start, create an admin key and show it once (on stderr, never in a log)."""
+    if not daemon.config.auth:
+        print(
+            "driftline: WARNING: --no-auth: anyone who can reach this address can read and "
+            "write; keep it on loopback",
+            file=sys.stderr,
+        )
+        return
+    created = daemon.access.bootstrap()
+    if created is None:
+        print(
+            "driftline: API keys required (driftline keys create --data-dir ... --role viewer)",
+            file=sys.stderr,
+        )
+        return
+    secret, key = created
+    print(
+        f"driftline: created the first admin key ({key.id}); it is shown only now, keep it:\n"
+        f"    {secret}",
+        file=sys.stderr,
+    )
+    auth = f'-H "Authorization: Bearer {secret}"'
+    if daemon.config.demo:
+        print(f"driftline: try:  curl -s {auth} {where}/api/v1/drifts", file=sys.stderr)
+    print(f"driftline: SSE:  curl -N {auth} {where}/api/v1/stream", file=sys.stderr)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -100,6 +142,8 @@ def _serve(args: argparse.Namespace) -> int:
         "severity_rules": args.severity_rules,
         "apply_principals": args.apply_principal,
         "cors_origins": args.cors_origin,
+        "auth": args.auth,
+        "allowed_hosts": args.allowed_host,
         "demo": args.demo,
         "kafka_bootstrap": args.kafka_bootstrap,
         "kafka_topics": args.kafka_topic,
@@ -121,7 +165,7 @@ def _serve(args: argparse.Namespace) -> int:
             # A demo starts from nothing each time unless told where to keep its data.
             config.data_dir = tempfile.mkdtemp(prefix="driftline-demo-")
         daemon = Daemon(config)
-    except (ConfigError, StateError, CatalogueError, StorageFault) as exc:
+    except (ConfigError, StateError, CatalogueError, AuthDbError, StorageFault) as exc:
         print(f"driftline: error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
@@ -134,7 +178,8 @@ def _serve(args: argparse.Namespace) -> int:
         f"{len(daemon.state.states)} state file(s); store: {config.data_dir}",
         file=sys.stderr,
     )
-    print(f"driftline: listening on {where}  (SSE: curl -N {where}/api/v1/stream)", file=sys.stderr)
+    _announce_access(daemon, where)
+    print(f"driftline: listening on {where}", file=sys.stderr)
     server = uvicorn.Server(
         uvicorn.Config(
             web_app(daemon),

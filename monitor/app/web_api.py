@@ -9,6 +9,7 @@ from starlette.applications import Starlette
 
 from graph.builder import GraphBuilder
 from monitor.app.daemon import Daemon
+from monitor.auth.service import Access
 from monitor.hub import Message, Subscriber
 from monitor.pipeline import IngestResult
 from monitor.store import DriftFilter, EventFilter, StatusChange
@@ -32,6 +33,10 @@ class DaemonApi:
             k8s_cluster=c.k8s_cluster,
             store_backend=c.store,
             demo=c.demo,
+            auth_enabled=c.auth,
+            allowed_hosts=tuple(c.allowed_hosts),
+            auth_failures_per_minute=c.auth_failures_per_minute,
+            session_hours=c.session_hours,
         )
         self._http_records = 0
         self._http_rejected = 0
@@ -39,6 +44,10 @@ class DaemonApi:
     @property
     def settings(self) -> WebSettings:
         return self._settings
+
+    @property
+    def access(self) -> Access:
+        return self.daemon.access
 
     async def start(self) -> None:
         await self.daemon.start()

@@ -5,6 +5,7 @@ backend. A second backend is a sibling module implementing the same protocol.
 """
 
 from monitor.lifecycle import DRIFT_TYPES, LifecycleError
+from monitor.store.faults import as_fault as storage_fault
 from monitor.store.protocol import (
     DeadLetter,
     DriftFilter,
@@ -39,4 +40,5 @@ __all__ = [
     "StoreSettings",
     "WriteBatch",
     "WriteOutcome",
+    "storage_fault",
 ]

@@ -45,6 +45,7 @@ class StatusChange:
     status: str
     note: str | None = None
     capture_baseline: bool = False
+    actor: str | None = None  # who asked: "name (key id)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,9 +77,9 @@ class SqliteReads:
         d["current_value"] = d["new_value"]
         d["diff"] = json_diff(baseline, d["new_value"])
         d["history"] = [
-            {"at": at, "from": frm, "to": to, "note": note}
-            for at, frm, to, note in db.execute(
-                "SELECT at, from_status, to_status, note FROM history WHERE drift_id = ? "
+            {"at": at, "from": frm, "to": to, "note": note, "actor": actor}
+            for at, frm, to, note, actor in db.execute(
+                "SELECT at, from_status, to_status, note, actor FROM history WHERE drift_id = ? "
                 "ORDER BY rowid",
                 (drift_id,),
             )

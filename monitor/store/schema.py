@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Single-column filters whose totals are kept as counters (COUNT(*) over a million rows is
 # too slow for a page request).
 COUNTED = ("severity", "status", "kind", "drift_type", "provider", "resource_type", "actor")
@@ -116,6 +116,9 @@ MIGRATIONS: dict[int, str] = {
     DELETE FROM counters WHERE name LIKE 'drifts.actor.%';
     INSERT INTO counters SELECT 'drifts.actor.' || actor, COUNT(*) FROM drifts
         WHERE actor IS NOT NULL GROUP BY actor
+    """,
+    5: """
+    ALTER TABLE history ADD COLUMN actor TEXT
     """,
 }
 

@@ -255,8 +255,8 @@ class Writer:
         self.bump_facet(old_facet, n, event_time, -1, days=False)
         self.bump_facet(new_facet, n, event_time, 1, days=False)
         db.execute(
-            "INSERT INTO history VALUES (?,?,?,?,?)",
-            (change.drift_id, at, old, change.status, change.note),
+            "INSERT INTO history VALUES (?,?,?,?,?,?)",
+            (change.drift_id, at, old, change.status, change.note, change.actor),
         )
         self.bump(f"drifts.status.{old}", -1)
         self.bump(f"drifts.status.{change.status}")

@@ -29,10 +29,17 @@ def make_daemon(config: Config) -> Daemon:
     return Daemon(config.validate(), rules=rules)
 
 
+def admin_key(daemon: Daemon) -> str:
+    """A fresh admin key for a test's clients (auth is on, as in production)."""
+    secret, _ = daemon.access.keys.create("tests", "admin", "tests")
+    return secret
+
+
 @dataclass(frozen=True)
 class InMemory:
     daemon: Daemon
     client: httpx.AsyncClient
+    key: str
 
 
 @contextlib.asynccontextmanager
@@ -40,11 +47,15 @@ async def in_memory(config: Config) -> AsyncIterator[InMemory]:
     """Driftline's app with a started daemon; ASGITransport runs no lifespan, so this does."""
     daemon = make_daemon(config)
     transport = httpx.ASGITransport(app=web_app(daemon))
+    key = admin_key(daemon)
     await daemon.start()
     try:
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://driftline.test", timeout=30
+            transport=transport,
+            base_url="http://localhost",
+            timeout=30,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
         ) as client:
-            yield InMemory(daemon, client)
+            yield InMemory(daemon, client, key)
     finally:
         await daemon.stop()

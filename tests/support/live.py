@@ -16,7 +16,7 @@ import uvicorn
 from monitor.app.config import Config
 from monitor.app.daemon import Daemon
 from monitor.app.web_api import web_app
-from tests.support.asgi import make_daemon
+from tests.support.asgi import admin_key, make_daemon
 
 STARTUP_SECONDS = 20
 
@@ -28,12 +28,19 @@ class Running:
     ws: str
     port: int
     client: httpx.AsyncClient
+    key: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The admin key's header, for WebSocket and other clients of the test's own."""
+        return {"Authorization": f"Bearer {self.key}"}
 
 
 @contextlib.asynccontextmanager
 async def running(config: Config) -> AsyncIterator[Running]:
     """Start Driftline under uvicorn on a free port; stop it (and wait) on exit."""
     daemon = make_daemon(config)
+    key = admin_key(daemon)
     # IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for TCP sockets;
     # without it every keep-alive request after the first waits ~40 ms (delayed ACK).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -61,8 +68,9 @@ async def running(config: Config) -> AsyncIterator[Running]:
         await asyncio.sleep(0.01)
     base = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-            yield Running(daemon, base, f"ws://127.0.0.1:{port}/ws", port, client)
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        async with httpx.AsyncClient(base_url=base, timeout=30, headers=headers) as client:
+            yield Running(daemon, base, f"ws://127.0.0.1:{port}/ws", port, client, key)
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 20)
