@@ -41,27 +41,49 @@ class Actor:
 UNKNOWN_ACTOR = Actor(type="Unknown")
 
 
+def text(value: Any) -> str | None:
+    """A record's value as text: a string as it is, a number spelled out, anything else
+    (a list, an object, a bool, null) None: records from the wild put anything anywhere."""
+    if value.__class__ is str:
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
 def actor_from_identity(uid: Any) -> Actor:
     """IAMUser, AssumedRole (issuer role + session name), federated and Identity Center
     users, AWSService, Root."""
     if not isinstance(uid, dict):
         return Actor(type="Unknown")
+
     get = uid.get
-    kind = get("type") or "Unknown"
-    arn = get("arn")
-    principal = get("principalId")
-    account = get("accountId")
-    invoked_by = get("invokedBy")
+    kind, arn, principal = get("type"), get("arn"), get("principalId")
+    account, invoked_by, user = get("accountId"), get("invokedBy"), get("userName")
+    # Records from the wild put anything anywhere; text and null cost one check each.
+    if kind.__class__ is not str:
+        kind = text(kind)
+    if arn.__class__ is not str and arn is not None:
+        arn = text(arn)
+    if principal.__class__ is not str and principal is not None:
+        principal = text(principal)
+    if account.__class__ is not str and account is not None:
+        account = text(account)
+    if invoked_by.__class__ is not str and invoked_by is not None:
+        invoked_by = text(invoked_by)
+    if user.__class__ is not str and user is not None:
+        user = text(user)
+    kind = kind or "Unknown"
     if kind == "IAMUser":
-        return Actor(kind, principal, arn, account, get("userName"), None, invoked_by)
+        return Actor(kind, principal, arn, account, user, None, invoked_by)
     if kind == "Root":
-        return Actor(kind, principal, arn, account, get("userName") or "root", None, invoked_by)
+        return Actor(kind, principal, arn, account, user or "root", None, invoked_by)
     if kind == "AWSService" or (kind == "AWSAccount" and invoked_by):
         return Actor(kind, principal, arn, account, invoked_by, None, invoked_by)
     if kind in ("AssumedRole", "FederatedUser"):
-        ctx = get("sessionContext")
+        ctx = uid.get("sessionContext")
         issuer = ctx.get("sessionIssuer") if isinstance(ctx, dict) else None
-        role_arn = issuer.get("arn") if isinstance(issuer, dict) else None
+        role_arn = text(issuer.get("arn")) if isinstance(issuer, dict) else None
         session = None
         if arn and "/" in arn:
             session = arn.rsplit("/", 1)[-1]
@@ -71,7 +93,5 @@ def actor_from_identity(uid: Any) -> Actor:
             kind = "IdentityCenterUser"
         return Actor(kind, principal, arn, account, session, role_arn, invoked_by)
     # SAMLUser, WebIdentityUser, IdentityCenterUser, Unknown ...
-    name = get("userName") or (
-        principal.split(":", 1)[1] if isinstance(principal, str) and ":" in principal else principal
-    )
+    name = user or (principal.split(":", 1)[1] if principal and ":" in principal else principal)
     return Actor(kind, principal, arn, account, name, None, invoked_by)

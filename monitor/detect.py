@@ -125,7 +125,7 @@ class Detector:
         self.index = index
         self.apply_principals = frozenset(apply_principals)
         self.clock = clock
-        self.drifts = DriftFactory(severity)
+        self.drifts = DriftFactory(severity, index.declared_by)
         self.targets = TargetResolver(index, self.drifts)
 
     def with_index(self, index: StateIndex) -> Detector:

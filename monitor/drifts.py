@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from monitor.redact import REDACTED, is_secret_name, redact
-from monitor.tfstate import ResourceInstance
+from monitor.tfstate import ResourceInstance, StateLabel
 from monitor.types import ChangeEvent, Drift, DriftKind
 from rules.catalogue import EventRule
 from rules.severity import SeverityRules
@@ -20,10 +21,15 @@ def drift_id(event_id: str, resource_id: str, field: str | None) -> str:
 class DriftFactory:
     """Builds the drifts of one detector: rated by its severity rules, secrets redacted."""
 
-    __slots__ = ("severity",)
+    __slots__ = ("declared_by", "severity")
 
-    def __init__(self, severity: SeverityRules) -> None:
+    def __init__(
+        self,
+        severity: SeverityRules,
+        declared_by: Callable[[ResourceInstance], tuple[StateLabel, ...]] = lambda inst: (),
+    ) -> None:
         self.severity = severity
+        self.declared_by = declared_by  # the states (source, workspace) declaring a resource
 
     def coarse(
         self, event: ChangeEvent, rule: EventRule | None, inst: ResourceInstance, detected_at: str
@@ -85,4 +91,5 @@ class DriftFactory:
             actor=event.actor,
             source_ip=event.source_ip,
             user_agent=event.user_agent,
+            states=self.declared_by(inst) if inst else (),
         )

@@ -1,4 +1,4 @@
-"""Assembling a Detector from state paths and rule files (shared by `detect` and `serve`)."""
+"""Assembling a Detector from state sources and rule files (shared by `detect` and `serve`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 from monitor.clock import utc_now
 from monitor.detect import Detector
-from monitor.tfstate import StateIndex, TfState, load_states
+from monitor.statesrc import StateSources, parse_source
+from monitor.tfstate import StateIndex, TfState
 from monitor.types import Clock
 from rules.catalogue import Catalogue, load_catalogue
 from rules.severity import SeverityRules, load_severity
@@ -24,11 +25,12 @@ def build_index(states: Iterable[TfState], catalogue: Catalogue) -> StateIndex:
 
 
 def build_detector(
-    state_paths: Iterable[str | Path],
+    state_urls: Iterable[str | Path],
     severity_path: str | Path | None = None,
     apply_principals: Iterable[str] = (),
     clock: Clock = utc_now,
 ) -> Detector:
     catalogue, severity = load_rules(severity_path)
-    index = build_index(load_states(state_paths), catalogue)
+    states = StateSources(parse_source(str(u)) for u in state_urls).load()
+    index = build_index(states, catalogue)
     return Detector(catalogue, severity, index, apply_principals, clock)

@@ -93,6 +93,24 @@ class ResourceInstance:
 
 
 @dataclass(frozen=True, slots=True)
+class StateLabel:
+    """Which state declared a resource: its source URL, workspace, lineage and location."""
+
+    source: str
+    workspace: str
+    lineage: str
+    path: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "source": self.source,
+            "workspace": self.workspace,
+            "lineage": self.lineage,
+            "path": self.path,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class TfState:
     path: str
     version: int
@@ -102,10 +120,18 @@ class TfState:
     managed: tuple[ResourceInstance, ...]
     data: tuple[ResourceInstance, ...]
     last_modified: str
+    source: str = ""
+    workspace: str = "default"
+
+    @property
+    def label(self) -> StateLabel:
+        return StateLabel(self.source or self.path, self.workspace, self.lineage, self.path)
 
     def summary(self) -> dict[str, Any]:
         return {
             "path": self.path,
+            "source": self.source or self.path,
+            "workspace": self.workspace,
             "version": self.version,
             "terraform_version": self.terraform_version,
             "serial": self.serial,
@@ -214,7 +240,9 @@ def _instances(res: Any, where: str, path: str) -> Iterator[ResourceInstance]:
         )
 
 
-def parse_state(doc: Any, path: str, mtime: float | None = None) -> TfState:
+def parse_state(
+    doc: Any, path: str, mtime: float | None = None, source: str = "", workspace: str = "default"
+) -> TfState:
     """Validate a decoded state document and build its instances."""
     if not isinstance(doc, dict):
         raise StateError(f"{path}: not a Terraform state (expected a JSON object)")
@@ -240,7 +268,22 @@ def parse_state(doc: Any, path: str, mtime: float | None = None) -> TfState:
         managed=tuple(managed),
         data=tuple(data),
         last_modified=modified,
+        source=source,
+        workspace=workspace,
     )
+
+
+def parse_state_bytes(
+    raw: bytes, path: str, mtime: float | None = None, source: str = "", workspace: str = "default"
+) -> TfState:
+    """A state from the bytes of a file or a remote backend's answer."""
+    if not raw.strip():
+        raise StateError(f"{path}: state is empty")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise StateError(f"{path}: not valid JSON (truncated or corrupt?): {exc}") from None
+    return parse_state(doc, path, mtime, source, workspace)
 
 
 def load_state_file(path: str | Path) -> TfState:
@@ -250,13 +293,7 @@ def load_state_file(path: str | Path) -> TfState:
         mtime = p.stat().st_mtime
     except OSError as exc:
         raise StateError(f"{p}: cannot read: {exc.strerror or exc}") from None
-    if not raw.strip():
-        raise StateError(f"{p}: file is empty")
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise StateError(f"{p}: not valid JSON (truncated or corrupt?): {exc}") from None
-    return parse_state(doc, str(p), mtime)
+    return parse_state_bytes(raw, str(p), mtime)
 
 
 def state_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -311,6 +348,9 @@ class StateIndex:
         self._composite: dict[
             tuple[str, tuple[str, ...]], dict[tuple[str | None, ...], ResourceInstance]
         ] = {}
+        self.labels: dict[str, StateLabel] = {s.path: s.label for s in self.states}
+        # (type, id) -> every instance declaring it, only for resources in several states.
+        self.shared: dict[tuple[str, str], list[ResourceInstance]] = {}
         for state in self.states:
             for inst in state.managed:
                 self._add(inst)
@@ -322,6 +362,10 @@ class StateIndex:
         self.by_address[address] = inst
         self.resources.append(inst)
         self.by_type.setdefault(inst.type, []).append(inst)
+        identity = (inst.type, inst.resource_id)
+        first = self.by_key.get(identity)
+        if first is not None and first.state_path != inst.state_path:
+            self.shared.setdefault(identity, [first]).append(inst)
         attrs = inst.attributes
         keys = ("id", "arn", *self.identifiers.get(inst.type, self.DEFAULT_KEYS))
         for key in keys:
@@ -356,6 +400,16 @@ class StateIndex:
             # builds the same table, so the race is harmless.
             self._composite[(rtype, names)] = table
         return table.get(tuple(canon_key(v) for v in values))
+
+    def declared_by(self, inst: ResourceInstance) -> tuple[StateLabel, ...]:
+        """The states declaring `inst` (several when two states hold the same resource)."""
+        owners = self.shared.get((inst.type, inst.resource_id)) or (inst,)
+        seen: dict[str, StateLabel] = {}
+        for owner in owners:
+            label = self.labels.get(owner.state_path)
+            if label is not None:
+                seen.setdefault(owner.state_path, label)
+        return tuple(seen.values())
 
     def find_any(self, value: str) -> list[ResourceInstance]:
         return self.by_value.get(value, [])

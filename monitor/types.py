@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
-from monitor.actors import UNKNOWN_ACTOR, Actor, actor_from_identity
+from monitor.actors import UNKNOWN_ACTOR, Actor, actor_from_identity, text
 from monitor.redact import redact
+from monitor.tfstate import StateLabel
 from rules.catalogue import Severity
 
 __all__ = [
@@ -149,20 +150,27 @@ class ChangeEvent:
 
     @property
     def region(self) -> str | None:
-        return self.record.get("awsRegion")
+        value = self.record.get("awsRegion")
+        return value if value.__class__ is str or value is None else text(value)
 
     @property
     def account_id(self) -> str | None:
-        return self.record.get("recipientAccountId") or self.actor.account_id
+        value = self.record.get("recipientAccountId")
+        if value.__class__ is not str and value is not None:
+            value = text(value)
+        return value or self.actor.account_id
 
     @property
     def source_ip(self) -> str | None:
-        return self.record.get("sourceIPAddress")
+        value = self.record.get("sourceIPAddress")
+        return value if value.__class__ is str or value is None else text(value)
 
     @property
     def user_agent(self) -> str | None:
         ua = self.record.get("userAgent")
-        if isinstance(ua, str) and ua.startswith("[") and ua.endswith("]"):
+        if ua.__class__ is not str:
+            return None if ua is None else text(ua)
+        if ua.startswith("[") and ua.endswith("]"):
             return ua[1:-1]  # S3 data events wrap it in brackets
         return ua
 
@@ -176,7 +184,8 @@ class ChangeEvent:
 
     @property
     def error_code(self) -> str | None:
-        return self.record.get("errorCode")
+        value = self.record.get("errorCode")
+        return value if value.__class__ is str or value is None else text(value)
 
     @property
     def read_only(self) -> bool | None:
@@ -189,7 +198,7 @@ class ChangeEvent:
     @property
     def session(self) -> str | None:
         uid = self.record.get("userIdentity")
-        key = uid.get("accessKeyId") if isinstance(uid, dict) else None
+        key = text(uid.get("accessKeyId")) if isinstance(uid, dict) else None
         return key or self.actor.principal_id
 
     def root(self) -> dict[str, Any]:
@@ -270,6 +279,8 @@ class Drift:
     source_ip: str | None
     user_agent: str | None
     status: str = "detected"
+    # The states declaring the resource (source URL, workspace, lineage); empty if unmanaged.
+    states: tuple[StateLabel, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -295,6 +306,8 @@ class Drift:
             "source_ip": self.source_ip,
             "user_agent": self.user_agent,
             "status": self.status,
+            "states": [s.as_dict() for s in self.states],
+            "workspace": self.states[0].workspace if self.states else None,
         }
 
 

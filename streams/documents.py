@@ -32,6 +32,10 @@ class Limits:
     # A file may still be being written: a cut-off gzip stream is then "truncated gzip"
     # (and retried by the trail sources), not "bad gzip".
     growing: bool = False
+    # Checked where HTTP bodies are read (streams/body.py); None: any number / orjson's own
+    # nesting limit (1024).
+    max_records: int | None = None  # records in one input
+    max_depth: int | None = None  # nesting of one JSON document
 
 
 RECORD = Limits(empty_is_error=True)

@@ -187,6 +187,19 @@ async def test_writes_refuse_bodies_a_foreign_page_can_send_without_preflight(
             assert resp.json()["error"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
 
 
+async def test_falco_plain_text_output_is_refused_with_the_setting_to_change(
+    tmp_path: Path,
+) -> None:
+    async with in_memory(config(tmp_path)) as srv:
+        text = b"10:00:00.000000000: Warning Shell spawned in a container (user=root)\n"
+        resp = await srv.client.post(
+            "/api/v1/falco/events", content=text, headers={"Content-Type": "text/plain"}
+        )
+        assert resp.status_code == 415
+        message = resp.json()["error"]["message"]
+        assert "json_output: true" in message and "json_include_output_property" in message
+
+
 async def test_a_foreign_host_header_is_refused(tmp_path: Path) -> None:
     async with in_memory(config(tmp_path)) as srv:
         resp = await srv.client.get("/api/v1/drifts", headers={"Host": "attacker.example"})
@@ -333,3 +346,9 @@ async def test_first_start_creates_one_admin_key(tmp_path: Path) -> None:
     assert created is not None and created[1].role == "admin"
     assert fresh.bootstrap() is None
     assert fresh.audit.verify().status == "ok"
+
+
+async def test_a_memory_store_daemon_stops(tmp_path: Path) -> None:
+    # One in-memory database serves reads and writes under one lock: closing takes it once.
+    async with in_memory(config(tmp_path, store="memory")) as srv:
+        assert (await srv.client.get("/api/v1/auth/whoami")).status_code == 200

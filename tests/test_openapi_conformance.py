@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.python import asgi
-from schemathesis.specs.openapi.checks import negative_data_rejection
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from monitor.app.config import Config
 from monitor.app.web_api import web_app
@@ -19,17 +19,20 @@ from web.openapi import SPEC
 
 pytestmark = pytest.mark.timeout(120)
 DEMO_STATE = Path(__file__).parent.parent / "monitor/app/demo/demo.tfstate"
-# Long-lived streams: their conformance is the SSE / WebSocket tests' job.
-STREAMS = ("/ws", "/api/v1/stream")
+# Long-lived streams: their conformance is the SSE / WebSocket tests' job. A new state
+# source would be polled at whatever path or URL was generated: not something to fuzz.
+SKIPPED = {("GET", "/ws"), ("GET", "/api/v1/stream"), ("POST", "/api/v1/state-sources")}
 
 
 def _check(operation: schemathesis.APIOperation, examples: int, key: str) -> None:
     modes = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
 
-    # PART A of issue 13 makes the ingest handlers refuse bodies that are not a JSON object
-    # (today a 202 with everything rejected); until it lands, that one check skips them.
-    excluded = [negative_data_rejection] if operation.method.upper() == "POST" else []
-    excluded = excluded if "/ingest/" in operation.path or "/falco/" in operation.path else []
+    # A random JSON object fits the ingest schema but is no record: the answer is a 422 with
+    # the counts by design, so "valid data is accepted" cannot hold there.
+    ingest = operation.method.upper() == "POST" and (
+        "/ingest/" in operation.path or "/falco/" in operation.path
+    )
+    excluded = [positive_data_acceptance] if ingest else []
 
     @given(case=st.one_of(*(operation.as_strategy(generation_mode=m) for m in modes)))
     @settings(
@@ -63,7 +66,7 @@ def test_the_api_keeps_to_its_document(tmp_path: Path) -> None:
     try:
         for result in schema.get_all_operations():
             operation = result.ok()
-            if operation.path in STREAMS:
+            if (operation.method.upper(), operation.path) in SKIPPED:
                 continue
             try:
                 _check(operation, examples=8, key=key)

@@ -49,6 +49,12 @@ AUDIT_FIELDS = (
     "revoked_at",
     "id",
 )
+# Falco posts text/plain when json_output is off: say what to change, not just "no".
+FALCO_PATH = "/api/v1/falco/events"
+FALCO_TEXT_HINT = (
+    "; this is Falco's plain-text output: set json_output: true and "
+    "json_include_output_property: true in falco.yaml"
+)
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="driftline"'}
 
 
@@ -159,10 +165,11 @@ def _check_body_type(request: Request) -> None:
         return
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if not _JSON_TYPES.match(ctype):
+        hint = FALCO_TEXT_HINT if request.url.path == FALCO_PATH and ctype == "text/plain" else ""
         raise ApiError(
             "UNSUPPORTED_MEDIA_TYPE",
             "Content-Type must be application/json (or application/x-ndjson), "
-            f"not {ctype or 'none'}",
+            f"not {ctype or 'none'}{hint}",
             415,
         )
 

@@ -17,7 +17,7 @@ from starlette.routing import Match, Route, WebSocketRoute
 
 from monitor.auth import Permission
 from monitor.store import StorageFault, storage_fault
-from web import auth_routes, graph, health, ingest, live, rest
+from web import auth_routes, graph, health, ingest, live, rest, state_sources
 from web.access import guard, guard_ws, guarded_stream
 from web.envelope import ApiError, JSONResponse, error
 from web.facade import Api, api_of
@@ -148,6 +148,17 @@ def routes() -> list[Route | WebSocketRoute]:
         Route(
             "/api/v1/api-keys/{id}",
             guard(A, auth_routes.revoke_key, "api_key.revoke"),
+            methods=["DELETE"],
+        ),
+        Route("/api/v1/state-sources", guard(A, strict(state_sources.list_sources))),
+        Route(
+            "/api/v1/state-sources",
+            guard(A, state_sources.create_source, "state_source.create"),
+            methods=["POST"],
+        ),
+        Route(
+            "/api/v1/state-sources/{id}",
+            guard(A, state_sources.delete_source, "state_source.delete"),
             methods=["DELETE"],
         ),
         Route("/api/v1/audit-log", guard(A, strict(auth_routes.audit_log))),

@@ -16,7 +16,7 @@ from graph.builder import GraphBuilder
 from monitor.auth.service import Access
 from monitor.hub import Message, Subscriber
 from monitor.pipeline import IngestResult
-from monitor.store import DriftFilter, EventFilter, StatusChange
+from monitor.store import DeadLetter, DriftFilter, EventFilter, StatusChange
 from monitor.tfstate import ResourceInstance, TfState
 from monitor.types import Decoded
 
@@ -29,6 +29,10 @@ class WebSettings:
     """The configuration the handlers read."""
 
     max_body_bytes: int
+    max_decompressed_bytes: int  # a gzip body after gunzip
+    max_records: int  # records in one ingest request
+    max_depth: int  # JSON nesting in one ingest request
+    body_read_seconds: float  # a request body must arrive within this
     max_ws_message_bytes: int
     sse_keepalive_seconds: float
     cors_origins: tuple[str, ...]
@@ -50,6 +54,7 @@ class StateView:
     loaded_at: str | None
     reloads: int
     error: str | None
+    sources: tuple[Row, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,13 @@ class Ingest(Protocol):
     """Decoded records in, drifts stored and published; lifecycle changes."""
 
     def source_for(self, event_name: str) -> str | None: ...
-    async def ingest(self, items: Iterable[Decoded]) -> IngestResult: ...
+    async def ingest(
+        self,
+        items: Iterable[Decoded],
+        origin: str = "http",
+        dead_letters: Sequence[DeadLetter] = (),
+        offload: bool = False,
+    ) -> IngestResult: ...
     async def set_status(self, change: StatusChange) -> Row: ...
 
 
@@ -116,7 +127,15 @@ class Live(Protocol):
     ) -> list[MessageRow]: ...
 
 
-class Api(Ingest, Queries, Health, Live, Protocol):
+class StateAdmin(Protocol):
+    """State sources managed by admins; views never carry a token or password."""
+
+    def state_sources(self) -> list[Row]: ...
+    async def add_state_source(self, body: Row) -> Row: ...
+    async def remove_state_source(self, source_id: str) -> Row | None: ...
+
+
+class Api(Ingest, Queries, Health, Live, StateAdmin, Protocol):
     """Everything the app serves; it starts and stops with the ASGI lifespan."""
 
     @property

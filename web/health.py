@@ -31,6 +31,11 @@ def source_ok(status: Row) -> bool:
 def _state(view: StateView) -> dict[str, Any]:
     return {
         "status": "degraded" if view.error else "ok",
+        "sources": {
+            s["url"]: {k: s[k] for k in ("id", "status", "error", "last_poll", "last_change")}
+            | {"bad_states": s["bad_states"], "missing": s["missing"]}
+            for s in view.sources
+        },
         "files": [s.summary() for s in view.states],
         "resource_count": sum(len(s.managed) for s in view.states),
         "loaded_at": view.loaded_at,

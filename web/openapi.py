@@ -97,24 +97,84 @@ def _get(
     return {"get": {"summary": summary, "parameters": params or [], "responses": responses}}
 
 
+INGEST_COUNTS = {
+    "type": "object",
+    "required": ["accepted", "rejected", "reasons", "errors"],
+    "properties": {
+        "accepted": {"type": "integer", "minimum": 0},
+        "rejected": {"type": "integer", "minimum": 0},
+        "reasons": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "changes": {"type": "integer"},
+        "falco_alerts": {"type": "integer"},
+        "drifts": {"type": "integer"},
+        "drift_ids": {"type": "array", "items": {"type": "string"}},
+        "repeats": {"type": "integer"},
+        "suppressed": {"type": "integer"},
+        "errors": {
+            "type": "array",
+            "maxItems": 20,
+            "description": "the first rejections: {index, line, reason, detail} for a record "
+            "that did not decode, {record, reason, detail} for one refused after decoding",
+            "items": {"type": "object"},
+        },
+    },
+}
+
+
 def _ingest(summary: str) -> dict[str, Any]:
     return {
         "post": {
             "summary": summary,
+            "parameters": [
+                {
+                    "name": "Content-Encoding",
+                    "in": "header",
+                    "description": "gzip, or none (anything else is a 415)",
+                    "schema": {"type": "string", "enum": ["gzip", "x-gzip", "identity"]},
+                }
+            ],
             "requestBody": {
                 "required": True,
                 "content": {
-                    "application/json": {"schema": {"type": "object"}},
+                    "application/json": {
+                        "schema": {"oneOf": [{"type": "object"}, {"type": "array", "minItems": 1}]}
+                    },
                     "application/x-ndjson": {"schema": {"type": "string"}},
                 },
             },
             "responses": {
                 "202": {
-                    "description": "accepted / rejected counts with reasons",
-                    "content": {"application/json": {"schema": ENVELOPE}},
+                    "description": "accepted / rejected counts with the first reasons",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["success", "data"],
+                                "properties": {"success": {"const": True}, "data": INGEST_COUNTS},
+                            }
+                        }
+                    },
                 },
                 "400": ERROR,
+                "408": ERROR,
                 "413": ERROR,
+                "415": ERROR,
+                "422": {
+                    "description": "no record was accepted: the error envelope and the counts",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["success", "error", "data"],
+                                "properties": {
+                                    "success": {"const": False},
+                                    "error": {"type": "object"},
+                                    "data": INGEST_COUNTS,
+                                },
+                            }
+                        }
+                    },
+                },
                 "503": {**ERROR, "description": "not stored: the database file is unusable"},
                 "507": {**ERROR, "description": "not stored: the disk is full"},
             },
@@ -394,6 +454,9 @@ SPEC: dict[str, Any] = {
                                     "METHOD_NOT_ALLOWED",
                                     "CONFLICT",
                                     "BAD_REQUEST",
+                                    "UNSUPPORTED_MEDIA_TYPE",
+                                    "REQUEST_TIMEOUT",
+                                    "UNPROCESSABLE_ENTITY",
                                     "SERVICE_UNAVAILABLE",
                                     "INSUFFICIENT_STORAGE",
                                 ],

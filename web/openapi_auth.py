@@ -124,6 +124,38 @@ PATHS: dict[str, Any] = {
             ],
         )
     },
+    "/api/v1/state-sources": {
+        "get": _op("State sources with status, serial, last change (never a token)", "admin"),
+        "post": _op(
+            "Watch a source: {url, token?, username?, password?, endpoint?, poll_seconds?}; "
+            "url is a path or glob, s3://BUCKET/KEY or glob, http(s)://, tfc://ORG/WORKSPACE "
+            "(a glob, or tag:TAG); secrets are write-only",
+            "admin",
+            "201",
+            requestBody={
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["url"],
+                            "properties": {"url": {"type": "string", "minLength": 1}},
+                        }
+                    }
+                },
+            },
+        ),
+    },
+    "/api/v1/state-sources/{id}": {
+        "delete": _op(
+            "Stop watching a source; its resources leave the index; 404 for an unknown id",
+            "admin",
+            responses={"404": _ERR},
+            parameters=[
+                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+        )
+    },
     "/api/v1/audit-log": {
         "get": _op(
             "Audit log, newest first",

@@ -43,9 +43,30 @@ async def state_meta(request: Request) -> Response:
             "resource_count": view.resource_count,
             "last_modified": last_modified,
             "states": [s.summary() for s in states],
+            "sources": [_source_summary(s) for s in view.sources],
             "error": view.error,
         }
     )
+
+
+def _source_summary(view: dict[str, Any]) -> dict[str, Any]:
+    """A source in /api/v1/state: its status, serial, last change and resource count."""
+    return {
+        k: view[k]
+        for k in (
+            "id",
+            "url",
+            "kind",
+            "status",
+            "error",
+            "serial",
+            "resource_count",
+            "last_change",
+            "last_poll",
+            "missing",
+            "bad_states",
+        )
+    } | {"workspaces": [s["workspace"] for s in view["states"]]}
 
 
 async def state_resources(request: Request) -> Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +12,10 @@ from monitor.app.progress import Progress
 from monitor.detect import Detector
 from monitor.types import ChangeEvent, DecodeError, Drift, FalcoAlert
 from streams.decode import decode_document
-from streams.files import event_files, read_documents
+from streams.documents import RawDoc, documents
+from streams.files import FILE_LIMITS, event_files, read_documents
+
+STDIN = "-"
 
 
 @dataclass
@@ -25,6 +28,11 @@ class BatchSummary:
     rejected: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     drifts: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def undecodable(self) -> bool:
+        """Records were read and not one of them could be decoded."""
+        return self.records > 0 and self.changes + self.duplicates + self.runtime_alerts == 0
 
     def lines(self) -> list[str]:
         total = sum(self.drifts.values())
@@ -44,21 +52,32 @@ class BatchSummary:
         return out
 
 
+def _inputs(
+    files: list[Path], stdin: bytes | None
+) -> Iterator[tuple[Path | None, Iterator[RawDoc]]]:
+    if stdin is not None:
+        yield None, documents(stdin, FILE_LIMITS, "<stdin>")
+    for path in files:
+        yield path, read_documents(path)
+
+
 def run_batch(
     detector: Detector,
     paths: Iterable[str | Path],
-    emit: Callable[[Drift], None],
+    emit: Callable[[Drift, str], None],
     progress: Progress | None = None,
     first_errors: list[str] | None = None,
+    stdin: bytes | None = None,
 ) -> BatchSummary:
-    """Decode and judge every record under `paths`; each drift goes to `emit` once."""
+    """Decode and judge every record under `paths` (and in `stdin`, read as one file); each
+    drift goes to `emit` once, with the position (file, or file:line) it was read at."""
     files = event_files(paths)
-    summary = BatchSummary(files=len(files))
+    summary = BatchSummary(files=len(files) + (stdin is not None))
     seen: set[str] = set()
     done_bytes = 0
     source_for = detector.catalogue.source_for
-    for path in files:
-        for raw in read_documents(path):
+    for path, docs in _inputs(files, stdin):
+        for raw in docs:
             if raw.error is not None:
                 summary.records += 1
                 summary.rejected[raw.error.reason] += 1
@@ -84,9 +103,9 @@ def run_batch(
                         summary.skipped[result.skipped] += 1
                     for drift in result.drifts:
                         summary.drifts[drift.kind.value] += 1
-                        emit(drift)
+                        emit(drift, raw.position)
         with contextlib.suppress(OSError):
-            done_bytes += path.stat().st_size
+            done_bytes += path.stat().st_size if path is not None else 0
         if progress is not None:
             progress.update(done_bytes, summary.records, sum(summary.drifts.values()))
     if progress is not None:

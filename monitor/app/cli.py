@@ -6,53 +6,87 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
-import orjson
-
+from monitor.app import report_formats
 from monitor.app.access_cli import add_access_parsers
-from monitor.app.batch import run_batch
+from monitor.app.batch import STDIN, run_batch
 from monitor.app.progress import Progress
+from monitor.app.report_formats import Found
 from monitor.app.serve import add_serve_parser
 from monitor.engine import build_detector
+from monitor.statesrc import SourceError
 from monitor.tfstate import StateError
 from monitor.types import Drift
-from rules.catalogue import CatalogueError
+from rules.catalogue import CatalogueError, Severity
 from streams.files import event_files
 
 EXIT_CLEAN, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
+SEVERITY_NAMES = tuple(s.value for s in reversed(Severity))
+
+
+def _read_stdin(events: list[str]) -> tuple[list[str], bytes | None]:
+    if STDIN not in events:
+        return events, None
+    return [e for e in events if e != STDIN], sys.stdin.buffer.read()
+
+
+def _report(args: argparse.Namespace, found: list[Found]) -> bytes:
+    if args.format == "table":
+        return report_formats.table(found)
+    if args.format == "sarif":
+        return report_formats.sarif(found, _version())
+    return report_formats.junit(found, args.fail_on)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("driftline")
+    except metadata.PackageNotFoundError:
+        return "0"
 
 
 def _detect(args: argparse.Namespace) -> int:
     try:
         detector = build_detector(args.state, args.severity_rules, args.apply_principal)
-        files = event_files(args.events)
-    except (StateError, CatalogueError, FileNotFoundError) as exc:
+        paths, stdin = _read_stdin(args.events)
+        files = event_files(paths)
+    except (StateError, SourceError, CatalogueError, FileNotFoundError) as exc:
         print(f"driftline: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    if not files:
+    if not files and stdin is None:
         print("driftline: error: no event files found in " + " ".join(args.events), file=sys.stderr)
         return EXIT_ERROR
     out = sys.stdout.buffer
-    found = 0
+    found: list[Found] = []
 
-    def emit(drift: Drift) -> None:
-        nonlocal found
-        found += 1
-        out.write(orjson.dumps(drift.as_dict()) + b"\n")
+    def emit(drift: Drift, position: str) -> None:
+        found.append(Found(drift, position))
+        if args.format == "jsonl":  # streamed: a CI log shows drifts as they are found
+            out.write(report_formats.jsonl(found[-1]))
 
     total = 0
     for f in files:
         with contextlib.suppress(OSError):
             total += f.stat().st_size
     errors: list[str] = []
-    summary = run_batch(detector, files, emit, Progress(total), errors)
+    summary = run_batch(detector, files, emit, Progress(total), errors, stdin)
+    if args.format != "jsonl":
+        out.write(_report(args, found))
     out.flush()
     if not args.quiet:
         for line in summary.lines():
             print(line, file=sys.stderr)
         for line in errors:
             print(f"driftline:   e.g. {line}", file=sys.stderr)
-    return EXIT_DRIFT if found else EXIT_CLEAN
+    if summary.undecodable:
+        print(
+            f"driftline: error: none of the {summary.records} records read could be decoded",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    failing = any(report_formats.at_least(f.drift.severity, args.fail_on) for f in found)
+    return EXIT_DRIFT if failing else EXIT_CLEAN
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,14 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     det = sub.add_parser(
         "detect",
         help="check CloudTrail / Falco files against Terraform state (offline)",
-        description="Print one drift per line as JSON. Exit 0: no drift, 1: drift, 2: error.",
+        description="Print one drift per line as JSON (or --format table, sarif, junit). "
+        "Exit 0: no drift (at or above --fail-on), 1: drift, 2: error, or records were read "
+        "and none could be decoded.",
     )
     det.add_argument(
         "--state",
         action="append",
         required=True,
-        metavar="PATH",
-        help="a .tfstate file or a directory of them (repeatable)",
+        metavar="URL",
+        help="a state source (repeatable): a .tfstate file, folder or glob, s3://BUCKET/KEY, "
+        "http(s)://..., tfc://ORG/WORKSPACE",
     )
     det.add_argument(
         "--severity-rules",
@@ -88,10 +125,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     det.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     det.add_argument(
+        "--format",
+        choices=report_formats.FORMATS,
+        default="jsonl",
+        help="jsonl (default, one drift per line), table, sarif (SARIF 2.1.0 for "
+        "code-scanning UIs) or junit (JUnit XML for CI test reports)",
+    )
+    det.add_argument(
+        "--fail-on",
+        choices=SEVERITY_NAMES,
+        metavar="SEVERITY",
+        help="exit 1 only for a drift at or above this severity "
+        f"({', '.join(SEVERITY_NAMES)}; default: any drift)",
+    )
+    det.add_argument(
         "events",
         nargs="+",
         metavar="EVENTS",
-        help="CloudTrail or Falco files or directories (json, json.gz, ndjson)",
+        help="CloudTrail or Falco files or directories (json, json.gz, ndjson); - reads stdin",
     )
     det.set_defaults(func=_detect)
     add_serve_parser(sub)

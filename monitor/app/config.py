@@ -10,6 +10,9 @@ from typing import Any
 
 import yaml
 
+from monitor.statesrc import Credentials, SourceError, SourceSpec, parse_source
+from monitor.statesrc.spec import has_glob
+
 DEV_ORIGINS = ["http://localhost:5173", "http://localhost:3000"]
 
 
@@ -52,11 +55,20 @@ class Config:
     auth_failures_per_minute: int = 10  # bad credentials from one client before 429
     session_hours: float = 12.0  # browser sessions (cookie) last this long
     max_body_bytes: int = 10 * 1024 * 1024
+    max_decompressed_bytes: int = 64 * 1024 * 1024  # a gzip ingest body after gunzip
+    max_records_per_request: int = 50_000
+    max_json_depth: int = 64  # nesting of an ingest record (CloudTrail's is under 20)
+    body_read_seconds: float = 30.0  # a request's body must arrive within this
+    header_read_seconds: float = 10.0  # a request's headers must arrive within this
     max_ws_message_bytes: int = 64 * 1024
     sse_keepalive_seconds: float = 30.0
     subscriber_queue: int = 2000
     resume_buffer: int = 10000
-    state_poll_seconds: float = 2.0
+    state_poll_seconds: float = 2.0  # local files; also how often due sources are checked
+    state_remote_poll_seconds: float = 30.0  # s3://, http(s)://, tfc:// sources
+    state_max_backoff_seconds: float = 300.0  # a failing source is retried at most this late
+    state_s3_endpoint_url: str | None = None  # an S3-compatible store (MinIO, moto)
+    state_tfc_address: str | None = None  # Terraform Enterprise (default app.terraform.io)
     event_retention_days: float = 30.0
     max_events: int = 5_000_000
     resolved_retention_days: float = 90.0
@@ -136,9 +148,14 @@ class Config:
                 "state: no Terraform state given; pass --state PATH (repeatable), set "
                 "DRIFTLINE_STATE, or run with --demo"
             )
-        for p in self.state:
-            if not Path(p).exists():
-                raise ConfigError(f"state: {p}: no such file or directory")
+        try:
+            specs = self.state_specs()
+        except SourceError as exc:
+            raise ConfigError(f"state: {exc}") from None
+        for spec in specs:
+            local = spec.kind == "file" and not has_glob(spec.location)
+            if local and not Path(spec.location).exists():
+                raise ConfigError(f"state: {spec.location}: no such file or directory")
         if self.severity_rules and not Path(self.severity_rules).is_file():
             raise ConfigError(f"severity_rules: {self.severity_rules}: no such file")
         if self.trail_dir and not Path(self.trail_dir).is_dir():
@@ -147,6 +164,20 @@ class Config:
             path = getattr(self, name)
             if path and not Path(path).is_file():
                 raise ConfigError(f"{name}: {path}: no such file")
+
+    def state_specs(self) -> list[SourceSpec]:
+        """The `state` URLs as sources; http(s) credentials may come from Terraform's
+        TF_HTTP_USERNAME / TF_HTTP_PASSWORD, tfc:// tokens from TF_TOKEN_<host>."""
+        env = os.environ
+        http = Credentials(None, env.get("TF_HTTP_USERNAME"), env.get("TF_HTTP_PASSWORD"))
+        out = []
+        for url in self.state:
+            is_http = url.startswith(("http://", "https://")) and "@" not in url
+            endpoint = (
+                self.state_s3_endpoint_url if url.startswith("s3://") else self.state_tfc_address
+            )
+            out.append(parse_source(url, http if is_http else None, endpoint))
+        return out
 
     def _check_access(self) -> None:
         if not self.auth and not is_loopback(self.host):
@@ -175,6 +206,9 @@ _CHOICES = {
 }
 _POSITIVE = (
     "max_body_bytes",
+    "max_decompressed_bytes",
+    "max_records_per_request",
+    "max_json_depth",
     "max_ws_message_bytes",
     "subscriber_queue",
     "resume_buffer",
@@ -191,8 +225,12 @@ _POSITIVE = (
     "auth_failures_per_minute",
 )
 _POSITIVE_SECONDS = (
+    "body_read_seconds",
+    "header_read_seconds",
     "sse_keepalive_seconds",
     "state_poll_seconds",
+    "state_remote_poll_seconds",
+    "state_max_backoff_seconds",
     "demo_interval_seconds",
     "event_retention_days",
     "resolved_retention_days",

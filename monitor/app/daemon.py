@@ -22,6 +22,7 @@ from monitor.detect import Detector
 from monitor.engine import build_index, load_rules
 from monitor.hub import Hub
 from monitor.pipeline import Pipeline
+from monitor.statesrc import PollResult, SourceSpec, StateSources, Timing, parse_source
 from monitor.store import (
     DeadLetter,
     Retention,
@@ -30,7 +31,7 @@ from monitor.store import (
     Store,
     StoreSettings,
 )
-from monitor.tfstate import StateError, TfState, load_states, state_files
+from monitor.tfstate import TfState
 from monitor.types import Clock
 from rules.catalogue import Catalogue
 from rules.severity import SeverityRules
@@ -41,24 +42,12 @@ DEMO_DIR = Path(__file__).parent / "demo"
 
 @dataclass
 class StateStatus:
-    """The loaded Terraform state, its fingerprint and the last reload error."""
+    """The loaded Terraform state and the last reload error."""
 
     states: list[TfState] = field(default_factory=list)
-    fingerprint: tuple[tuple[str, int, int], ...] = ()
     loaded_at: str | None = None
     error: str | None = None
     reloads: int = 0
-
-
-def _fingerprint(paths: list[str]) -> tuple[tuple[str, int, int], ...]:
-    out = []
-    for p in state_files(paths):
-        try:
-            st = p.stat()
-        except OSError:
-            continue
-        out.append((str(p), st.st_mtime_ns, st.st_size))
-    return tuple(out)
 
 
 class Daemon:
@@ -74,9 +63,14 @@ class Daemon:
         self.config = config
         self.clock = clock
         self.catalogue, self.severity = rules or load_rules(config.severity_rules)
-        self.state_paths = list(config.state) or [str(DEMO_DIR / "demo.tfstate")]
-        self.state = StateStatus()
-        self._load_state_or_raise()
+        specs = config.state_specs() or [parse_source(str(DEMO_DIR / "demo.tfstate"))]
+        timing = Timing(
+            config.state_poll_seconds,
+            config.state_remote_poll_seconds,
+            config.state_max_backoff_seconds,
+        )
+        self.state_sources = StateSources(specs, timing, clock)
+        self.state = StateStatus(self.state_sources.load(), clock())
         index = build_index(self.state.states, self.catalogue)
         self.detector = Detector(
             self.catalogue, self.severity, index, config.apply_principals, clock
@@ -110,12 +104,6 @@ class Daemon:
             return SqliteStore(":memory:")
         settings = StoreSettings(synchronous=self.config.synchronous)
         return SqliteStore(Path(self.config.data_dir) / "driftline.db", settings)
-
-    def _load_state_or_raise(self) -> None:
-        fingerprint = _fingerprint(self.state_paths)
-        self.state.states = load_states(self.state_paths)
-        self.state.fingerprint = fingerprint
-        self.state.loaded_at = self.clock()
 
     async def start(self) -> None:
         self.started_at = self.clock()
@@ -152,51 +140,54 @@ class Daemon:
         # Deltas are not stored: a client that reconnects refetches /api/v1/graph.
         self.hub.publish_ephemeral("graph", "graph", delta.as_dict())
 
-    async def reload_state(self) -> bool:
-        """Reload when the files changed; a bad state keeps the last good one. True if reloaded."""
-        try:
-            fingerprint = await asyncio.to_thread(_fingerprint, self.state_paths)
-        except StateError as exc:  # a named file is gone: reload as soon as it is back
-            self._state_failed(exc, ())
+    async def reload_state(self, force: bool = True, only: str | None = None) -> bool:
+        """Poll every source (only the due ones unless `force`); a bad or unreachable one
+        keeps its last good state. True when the index was rebuilt."""
+        result = await asyncio.to_thread(self.state_sources.poll, force, only)
+        self.state.error = self.state_sources.error()
+        if result.missing:
+            await self.pipeline.publish("state", "state_missing", {"missing": list(result.missing)})
+        if not result.changed:
             return False
-        if fingerprint == self.state.fingerprint:
-            return False
-        try:
-            states = await asyncio.to_thread(load_states, self.state_paths)
-        except StateError as exc:
-            self._state_failed(exc, fingerprint)
-            return False
-        old = {s.path: (s.serial, s.lineage) for s in self.state.states}
+        await self._apply_states(result)
+        return True
+
+    async def _apply_states(self, result: PollResult) -> None:
+        states = self.state_sources.states()
         index = build_index(states, self.catalogue)
         self.pipeline.detector = self.detector = self.detector.with_index(index)
         delta = self.graph.reload_state(index)
         if delta is not None:
             self._publish_graph(delta)
         self.state.states = states
-        self.state.fingerprint = fingerprint
         self.state.loaded_at = self.clock()
-        self.state.error = None
         self.state.reloads += 1
-        changed = [s.summary() for s in states if old.get(s.path) != (s.serial, s.lineage)]
         await self.pipeline.publish(
             "state",
             "state_change",
             {
                 "resource_count": len(index),
-                "changed": changed,
+                "changed": [s.summary() for s in result.changed],
                 "files": [s.path for s in states],
                 "loaded_at": self.state.loaded_at,
             },
         )
         log.info("state reloaded: %d resources", len(index))
-        return True
 
-    def _state_failed(self, exc: StateError, fingerprint: tuple[tuple[str, int, int], ...]) -> None:
-        """Keep the last good state; log a failure once, not on every poll."""
-        if self.state.error != str(exc):
-            log.warning("state reload failed, keeping the last good state: %s", exc)
-        self.state.error = str(exc)
-        self.state.fingerprint = fingerprint
+    async def add_state_source(self, spec: SourceSpec) -> dict[str, Any]:
+        """Watch one more source (SourceError if already watched); polled at once."""
+        source = self.state_sources.add(spec)
+        await self.reload_state(only=spec.id)
+        return source.view()
+
+    async def remove_state_source(self, source_id: str) -> dict[str, Any] | None:
+        """Stop watching a source; its resources leave the index."""
+        gone = self.state_sources.remove(source_id)
+        if gone is None:
+            return None
+        self.state.error = self.state_sources.error()
+        await self._apply_states(PollResult())
+        return gone.view()
 
     async def store_fault(self) -> str | None:
         """Why the store does not take writes now, or None. After a refused write this tries
@@ -285,6 +276,6 @@ class Daemon:
         while True:
             await asyncio.sleep(self.config.state_poll_seconds)
             try:
-                await self.reload_state()
+                await self.reload_state(force=False)
             except Exception:  # the watcher must outlive any one bad reload
                 log.exception("state watcher")

@@ -17,8 +17,6 @@ from monitor.store import StorageFault
 from monitor.tfstate import StateError
 from rules.catalogue import CatalogueError
 
-WS_HARD_LIMIT = 16 * 1024 * 1024  # the protocol's cap; the app's own limit answers politely
-
 
 def add_serve_parser(sub: Any) -> None:
     srv = sub.add_parser(
@@ -31,8 +29,9 @@ def add_serve_parser(sub: Any) -> None:
     srv.add_argument(
         "--state",
         action="append",
-        metavar="PATH",
-        help="a .tfstate file or a directory of them (repeatable)",
+        metavar="URL",
+        help="a state source (repeatable): a .tfstate file, folder or glob, s3://BUCKET/KEY, "
+        "http(s)://..., tfc://ORG/WORKSPACE",
     )
     srv.add_argument("--host", help="listen address (default 127.0.0.1)")
     srv.add_argument("--port", type=int, help="listen port (default 8080)")
@@ -131,6 +130,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from monitor.app.daemon import Daemon
+    from monitor.app.http_server import server_config
     from monitor.app.web_api import web_app
 
     flags = {
@@ -180,17 +180,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     _announce_access(daemon, where)
     print(f"driftline: listening on {where}", file=sys.stderr)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            web_app(daemon),
-            host=config.host,
-            port=config.port,
-            log_level=config.log_level,
-            ws_max_size=WS_HARD_LIMIT,
-            timeout_graceful_shutdown=5,
-            access_log=config.log_level == "debug",
-        )
-    )
+    server = uvicorn.Server(server_config(web_app(daemon), config))
     # The state index, catalogue and graph are long-lived: keep the collector off them.
     gc.freeze()
     server.run()

@@ -12,7 +12,8 @@ from monitor.app.daemon import Daemon
 from monitor.auth.service import Access
 from monitor.hub import Message, Subscriber
 from monitor.pipeline import IngestResult
-from monitor.store import DriftFilter, EventFilter, StatusChange
+from monitor.statesrc import Credentials, SourceError, parse_source
+from monitor.store import DeadLetter, DriftFilter, EventFilter, StatusChange
 from monitor.tfstate import ResourceInstance
 from monitor.types import Decoded
 from web.app import create_app
@@ -27,6 +28,10 @@ class DaemonApi:
         c = daemon.config
         self._settings = WebSettings(
             max_body_bytes=c.max_body_bytes,
+            max_decompressed_bytes=c.max_decompressed_bytes,
+            max_records=c.max_records_per_request,
+            max_depth=c.max_json_depth,
+            body_read_seconds=c.body_read_seconds,
             max_ws_message_bytes=c.max_ws_message_bytes,
             sse_keepalive_seconds=c.sse_keepalive_seconds,
             cors_origins=tuple(c.cors_origins),
@@ -60,9 +65,15 @@ class DaemonApi:
     def source_for(self, event_name: str) -> str | None:
         return self.daemon.catalogue.source_for(event_name)
 
-    async def ingest(self, items: Iterable[Decoded]) -> IngestResult:
+    async def ingest(
+        self,
+        items: Iterable[Decoded],
+        origin: str = "http",
+        dead_letters: Sequence[DeadLetter] = (),
+        offload: bool = False,
+    ) -> IngestResult:
         # Only the HTTP endpoints come this way: these counters are HTTP's own.
-        result = await self.daemon.pipeline.ingest(items)
+        result = await self.daemon.pipeline.ingest(items, origin, dead_letters, offload)
         self._http_records += result.accepted + result.rejected
         self._http_rejected += result.rejected
         return result
@@ -84,6 +95,7 @@ class DaemonApi:
             loaded_at=s.loaded_at,
             reloads=s.reloads,
             error=s.error,
+            sources=tuple(self.state_sources()),
         )
 
     def resources(self) -> Sequence[ResourceInstance]:
@@ -124,6 +136,30 @@ class DaemonApi:
 
     async def events_since(self, since: str) -> int:
         return await asyncio.to_thread(self.daemon.store.events_since, since)
+
+    # -- state sources
+
+    def state_sources(self) -> list[Row]:
+        return self.daemon.state_sources.views()
+
+    async def add_state_source(self, body: Row) -> Row:
+        """Raises SourceError (a ValueError) for a URL or option that cannot work."""
+        strings = {k: body.get(k) for k in ("url", "token", "username", "password", "endpoint")}
+        for name, value in strings.items():
+            if value is not None and not isinstance(value, str):
+                raise SourceError(f"{name} must be a string")
+        poll = body.get("poll_seconds")
+        if poll is not None and (isinstance(poll, bool) or not isinstance(poll, (int, float))):
+            raise SourceError("poll_seconds must be a number of seconds")
+        creds = Credentials(strings["token"], strings["username"], strings["password"])
+        c = self.daemon.config
+        url = str(strings["url"] or "")
+        default = c.state_s3_endpoint_url if url.startswith("s3://") else c.state_tfc_address
+        spec = parse_source(url, creds, strings["endpoint"] or default, poll)
+        return await self.daemon.add_state_source(spec)
+
+    async def remove_state_source(self, source_id: str) -> Row | None:
+        return await self.daemon.remove_state_source(source_id)
 
     # -- health
 

@@ -92,7 +92,8 @@ class AuthDb:
             self.db.execute("COMMIT")
 
     def close(self) -> None:
-        with self.lock, self.read_lock:
+        with self.lock:
             if self.reader is not self.db:
-                self.reader.close()
+                with self.read_lock:
+                    self.reader.close()
             self.db.close()

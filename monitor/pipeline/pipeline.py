@@ -7,7 +7,7 @@ store's idempotence on ids makes redelivered input produce nothing new.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from monitor.clock import utc_now
@@ -60,8 +60,19 @@ class Pipeline:
     async def stop(self) -> None:
         await self.writer.stop()
 
-    async def ingest(self, items: Iterable[Decoded]) -> IngestResult:
-        work = Work(items, WriteBatch(received_at=self.clock()))
+    async def ingest(
+        self,
+        items: Iterable[Decoded],
+        origin: str = "ingest",
+        dead_letters: Sequence[DeadLetter] = (),
+        offload: bool = False,
+    ) -> IngestResult:
+        """Detect, store and publish `items`, with the source's own `dead_letters` for what
+        did not decode; `origin` names the source in dead letters. `offload` runs detection
+        on a thread (large HTTP bodies); sources that rely on their writes being queued in
+        call order (Kafka) leave it off."""
+        batch = WriteBatch(received_at=self.clock(), origin=origin, dead_letters=[*dead_letters])
+        work = Work(items, batch, offload=offload)
         for stage in self.stages:
             await stage.run(work)
         result = work.result

@@ -9,15 +9,18 @@ publish stage (`publish.py`) runs in that same transaction so the store keeps wh
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from monitor.detect import Detector
 from monitor.pipeline.publish import PendingMessage
 from monitor.pipeline.writer import StoreWriter
-from monitor.store import WriteBatch, WriteOutcome
+from monitor.store import DeadLetter, WriteBatch, WriteOutcome
 from monitor.types import (
     ChangeEvent,
     Decoded,
@@ -28,6 +31,9 @@ from monitor.types import (
     SkippedChange,
 )
 from rules.severity import RANK
+
+DETECTION_FAILED = "detection failed"
+STORE_REFUSED = "store write failed"
 
 
 @dataclass
@@ -41,6 +47,27 @@ class IngestResult:
     drift_ids: list[str] = field(default_factory=list)
     repeats: int = 0  # drifts merged into an open drift (flood control)
     suppressed: int = 0  # drifts matching an accepted baseline
+    failures: list[tuple[str, str]] = field(default_factory=list)  # decoded, then refused
+
+    def refuse(self, position: str, reason: str, detail: str) -> None:
+        """A record that decoded but failed a later stage: rejected, kept as a dead letter."""
+        self.accepted -= 1
+        self.rejected += 1
+        self.reasons[reason] += 1
+        self.failures.append((position, f"{reason}: {detail}"))
+
+    def add(self, other: IngestResult) -> None:
+        """Count `other` (another slice of the same request) in with this one."""
+        self.accepted += other.accepted
+        self.rejected += other.rejected
+        self.reasons.update(other.reasons)
+        self.changes += other.changes
+        self.alerts += other.alerts
+        self.drifts += other.drifts
+        self.drift_ids.extend(other.drift_ids)
+        self.repeats += other.repeats
+        self.suppressed += other.suppressed
+        self.failures.extend(other.failures)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +95,7 @@ class Work:
     skipped: Counter[str] = field(default_factory=Counter)
     outcome: WriteOutcome | None = None
     new_drifts: list[Drift] = field(default_factory=list)  # stored by this call
+    offload: bool = False  # detection on a thread: the loop keeps serving meanwhile
 
 
 class Stage(Protocol):
@@ -90,6 +118,13 @@ class Detect:
         self.store_readonly_events = store_readonly_events
 
     async def run(self, work: Work) -> None:
+        if work.offload:
+            await asyncio.to_thread(self.fill, work)
+        else:
+            self.fill(work)
+
+    def fill(self, work: Work) -> None:
+        """Judge every item (pure: safe on a thread, as the work is this call's alone)."""
         result, batch, messages, skipped = work.result, work.batch, work.messages, work.skipped
         detector = self.detector
         for item in work.items:
@@ -109,7 +144,11 @@ class Detect:
                 messages.append(PendingMessage("events", "falco", item.as_dict(), item.id))
                 continue
             result.changes += 1
-            detection = detector.detect(item)
+            try:
+                detection = detector.detect(item)
+            except Exception as exc:  # a detection bug must cost one record, not the request
+                self._refuse(work, item, exc)
+                continue
             if detection.skipped:
                 skipped[detection.skipped] += 1
             if item.read_only and not self.store_readonly_events:
@@ -126,6 +165,21 @@ class Detect:
         for reason, n in skipped.items():
             counters[f"ingest.not_drift.{reason}"] = n
 
+    @staticmethod
+    def _refuse(work: Work, event: ChangeEvent, exc: Exception) -> None:
+        position, detail = f"event {event.event_id}", f"{type(exc).__name__}: {exc}"
+        work.result.changes -= 1
+        work.result.refuse(position, DETECTION_FAILED, detail)
+        try:
+            value: bytes | None = orjson.dumps(event.record, default=repr)
+        except (TypeError, ValueError):
+            value = None
+        batch = work.batch
+        reason = f"{DETECTION_FAILED}: {detail}"
+        batch.dead_letters.append(
+            DeadLetter(batch.origin, position, 0, -1, None, value, reason, batch.received_at)
+        )
+
 
 class Persist:
     """Writes the batch (group commit); the writer publishes once it is durable."""
@@ -135,10 +189,12 @@ class Persist:
 
     async def run(self, work: Work) -> None:
         batch = work.batch
-        if not (batch.events or batch.alerts or batch.counters):
+        if not (batch.events or batch.alerts or batch.counters or batch.dead_letters):
             return
         outcome = work.outcome = await self.writer.submit(batch, work.messages)
         result = work.result
+        for position, reason in outcome.failed:
+            result.refuse(position, STORE_REFUSED, reason)
         new = work.new_drifts = [d for d in batch.drifts if d.id in outcome.new_drifts]
         result.drifts = len(new)
         result.drift_ids = [d.id for d in new]

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from monitor.hub import Hub
+from monitor.pipeline.isolate import is_record_fault, write_alone
 from monitor.pipeline.publish import PendingMessage, Publisher
 from monitor.store import StorageFault, Store, WriteBatch, WriteOutcome
 
@@ -61,24 +62,37 @@ class StoreWriter:
             self._drain = loop.create_task(self._run(), name="driftline-store")
         return await fut
 
+    async def _write(
+        self, batches: Sequence[WriteBatch], pending: Sequence[Sequence[PendingMessage]]
+    ) -> list[WriteOutcome]:
+        """One transaction: statements here, COMMIT on the store's thread, then delivery."""
+        try:
+            outcomes = self.store.stage(batches, Publisher(self.hub, pending))
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.store.commit_staged
+            )
+        except Exception as exc:
+            self._note_fault(exc)
+            raise
+        self._note_fault(None)
+        self.commits += 1
+        # Commit order is delivery order.
+        self.hub.deliver(m for o in outcomes for m in o.messages)
+        return outcomes
+
     async def _run(self) -> None:
         try:
-            loop = asyncio.get_running_loop()
             while self._pending:
                 group = self._pending[: self.max_group]
                 del self._pending[: self.max_group]
-                publish = Publisher(self.hub, [m for _, m, _ in group])
                 try:
-                    outcomes = self.store.stage([b for b, _, _ in group], publish)
-                    await loop.run_in_executor(self._executor, self.store.commit_staged)
-                except Exception as exc:  # surfaced to every waiting caller
-                    self._note_fault(exc)
-                    self._settle(group, None, exc)
+                    outcomes = await self._write([b for b, _, _ in group], [m for _, m, _ in group])
+                except Exception as exc:
+                    if is_record_fault(exc):  # one record's content: find it, keep the rest
+                        await self._one_by_one(group)
+                    else:  # the store's own fault: surfaced to every waiting caller
+                        self._settle(group, None, exc)
                     continue
-                self._note_fault(None)
-                self.commits += 1
-                # Commit order is delivery order.
-                self.hub.deliver(m for o in outcomes for m in o.messages)
                 self._settle(group, outcomes, None)
         finally:
             self._drain = None
@@ -112,6 +126,17 @@ class StoreWriter:
         else:
             log.warning("store writes again after: %s", self.fault)
         self.fault = fault
+
+    async def _one_by_one(self, group: list[_Entry]) -> None:
+        for batch, messages, fut in group:
+            try:
+                outcome = await write_alone(self._write, batch, messages, batch.origin)
+            except Exception as exc:
+                if not fut.done():
+                    fut.set_exception(exc)
+                continue
+            if not fut.done():
+                fut.set_result(outcome)
 
     @staticmethod
     def _settle(

@@ -97,6 +97,7 @@ class WriteBatch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     retention: Retention | None = None
     received_at: str = ""
+    origin: str = "ingest"  # the dead letters' source for records the store refuses
 
 
 class MessageRow(Protocol):
@@ -120,6 +121,7 @@ class WriteOutcome:
     pruned: dict[str, int] = field(default_factory=dict)
     dead_lettered: int = 0  # dead letters not kept before
     messages: Sequence[Any] = ()
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (record, reason) refused
 
     @property
     def merged_drifts(self) -> set[str]:

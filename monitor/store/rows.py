@@ -53,10 +53,19 @@ def alert_body(a: FalcoAlert) -> dict[str, Any]:
     return body
 
 
+def dead_letter_position(source: str, topic: str, partition: int, offset: int) -> str:
+    """Where a dead letter came from: a Kafka offset, or a request's line and record."""
+    if source == "kafka":
+        return f"{topic}[{partition}]@{offset}"
+    line = f" line {partition}" if partition else ""
+    return f"{topic}{line} record {offset}" if offset >= 0 else f"{topic}{line}"
+
+
 def dead_letter_row(row: Sequence[Any]) -> dict[str, Any]:
     source, topic, partition, offset, key, value, size, reason, at = row
     return {
         "source": source,
+        "position": dead_letter_position(source, topic, partition, offset),
         "topic": topic,
         "partition": partition,
         "offset": offset,

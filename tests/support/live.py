@@ -15,6 +15,7 @@ import uvicorn
 
 from monitor.app.config import Config
 from monitor.app.daemon import Daemon
+from monitor.app.http_server import server_config
 from monitor.app.web_api import web_app
 from tests.support.asgi import admin_key, make_daemon
 
@@ -48,12 +49,13 @@ async def running(config: Config) -> AsyncIterator[Running]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(
+        server_config(
             web_app(daemon),
+            config,
             host="127.0.0.1",
             port=port,
             log_level="warning",
-            ws_max_size=16 * 1024 * 1024,
+            access_log=False,
             timeout_graceful_shutdown=1,
             lifespan="on",
         )
