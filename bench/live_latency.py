@@ -2,6 +2,7 @@
 
 python -m bench.live_latency [--subscribers 1000] [--rate 1000] [--seconds 15] [--probes 40]
                              [--rounds 1] [--client-procs 1] [--bare-coalesce]
+python -m bench.live_latency --idle ...   (many idle subscribers: see bench/live_idle.py)
 
 Each server runs in its own process under the same uvicorn (uvloop, httptools, websockets):
 Driftline (`monitor.app.cli serve` on the demo state) and a bare Starlette app that copies every
@@ -1053,6 +1054,12 @@ def server_for(name: str, args: argparse.Namespace, data_dir: Path) -> tuple[Tar
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if "--idle" in given:
+        # The many-idle-subscribers mode (memory per subscriber, delivery to all).
+        from bench import live_idle
+
+        return live_idle.main([a for a in given if a != "--idle"])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--subscribers", type=int, default=1000, help="N, half SSE, half WS")
     ap.add_argument("--rate", type=float, default=1000.0, help="R, POSTs (drifts) per second")

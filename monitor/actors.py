@@ -51,6 +51,18 @@ def text(value: Any) -> str | None:
     return None
 
 
+def name_from_arn(arn: Any) -> str | None:
+    """The user name an IAM user or root ARN carries (`arn:aws:iam::1:user/path/bob` -> bob):
+    what is left of an actor known only by its ARN, as in a Falco alert's `ct.user.arn`."""
+    if not isinstance(arn, str):
+        return None
+    if ":user/" in arn:
+        return arn.rsplit("/", 1)[-1] or None
+    if arn.endswith(":root"):
+        return "root"
+    return None
+
+
 def actor_from_identity(uid: Any) -> Actor:
     """IAMUser, AssumedRole (issuer role + session name), federated and Identity Center
     users, AWSService, Root."""
@@ -75,7 +87,7 @@ def actor_from_identity(uid: Any) -> Actor:
         user = text(user)
     kind = kind or "Unknown"
     if kind == "IAMUser":
-        return Actor(kind, principal, arn, account, user, None, invoked_by)
+        return Actor(kind, principal, arn, account, user or name_from_arn(arn), None, invoked_by)
     if kind == "Root":
         return Actor(kind, principal, arn, account, user or "root", None, invoked_by)
     if kind == "AWSService" or (kind == "AWSAccount" and invoked_by):
@@ -93,5 +105,9 @@ def actor_from_identity(uid: Any) -> Actor:
             kind = "IdentityCenterUser"
         return Actor(kind, principal, arn, account, session, role_arn, invoked_by)
     # SAMLUser, WebIdentityUser, IdentityCenterUser, Unknown ...
-    name = user or (principal.split(":", 1)[1] if principal and ":" in principal else principal)
+    name = (
+        user
+        or name_from_arn(arn)
+        or (principal.split(":", 1)[1] if principal and ":" in principal else principal)
+    )
     return Actor(kind, principal, arn, account, name, None, invoked_by)

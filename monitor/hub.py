@@ -1,7 +1,9 @@
 """The broadcast hub: sequence-numbered messages, topics, bounded subscriber queues.
 
 Every message gets a monotonically increasing sequence number and is serialised once per wire
-format, however many subscribers receive it. A subscriber whose queue overflows is marked
+format, however many subscribers receive it. Messages are queued for a subscriber at once (if
+its topics and filter want them) and subscribers are woken at most every FLUSH_SECONDS, so
+one that is behind takes several in one write. A subscriber whose queue overflows is marked
 lagged and dropped from delivery; its stream tells the client, which resumes from the last
 sequence number it saw (SSE Last-Event-ID, WS `since`).
 """
@@ -10,15 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+import struct
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from monitor.clock import utc_now
+from monitor.filters import NO_FILTER, Facets, Filter, message_facets
 from monitor.types import Clock
+
+log = logging.getLogger("driftline.hub")
 
 # Topic a client subscribes to -> message types it carries.
 TOPICS: dict[str, frozenset[str]] = {
@@ -30,6 +37,12 @@ TOPICS: dict[str, frozenset[str]] = {
 }
 ALL = "all"
 VALID_TOPICS = frozenset(TOPICS) | {ALL}
+# Sequence numbers are SQLite integers: anything larger cannot have been issued.
+MAX_SEQ = 2**63 - 1
+# Subscribers are woken at most this often: what arrives meanwhile goes out in one write per
+# subscriber. A write (a system call, a task switch) costs the same for one message as for
+# ten, so under load this is most of the fan-out's cost; it adds at most this much latency.
+FLUSH_SECONDS = 0.01
 
 
 @dataclass(slots=True)
@@ -44,7 +57,17 @@ class Message:
     durable: bool = True
     _ws: bytes | None = field(default=None, repr=False)
     _ws_text: str | None = field(default=None, repr=False)
+    _ws_frame: bytes | None = field(default=None, repr=False)
     _sse: bytes | None = field(default=None, repr=False)
+    _facets: Facets | None = field(default=None, repr=False)
+    _faceted: bool = field(default=False, repr=False)
+
+    def facets(self) -> Facets | None:
+        """What subscription filters see, worked out once for every subscriber."""
+        if not self._faceted:
+            self._facets = message_facets(self.type, self.payload)
+            self._faceted = True
+        return self._facets
 
     def ws_bytes(self) -> bytes:
         """The WebSocket frame body: `{type, topic, timestamp, seq, payload}`."""
@@ -59,6 +82,21 @@ class Message:
                 }
             )
         return self._ws
+
+    def ws_frame(self) -> bytes:
+        """The whole WebSocket text frame (server frames are unmasked): the same bytes for
+        every client, so they are built once and can be written as they are."""
+        if self._ws_frame is None:
+            body = self.ws_bytes()
+            n = len(body)
+            if n < 126:
+                head = struct.pack("!BB", 0x81, n)
+            elif n < 1 << 16:
+                head = struct.pack("!BBH", 0x81, 126, n)
+            else:
+                head = struct.pack("!BBQ", 0x81, 127, n)
+            self._ws_frame = head + body
+        return self._ws_frame
 
     def ws_text(self) -> str:
         """The frame body as text (WebSocket text frames), decoded once for all clients."""
@@ -78,6 +116,55 @@ class Message:
 
     def row(self) -> tuple[int, str, str, str, bytes]:
         return (self.seq, self.topic, self.type, self.timestamp, orjson.dumps(self.payload))
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """How a client resuming after `requested` continues: it gets every message after `after`.
+
+    `replay`: what it missed; `reset`: its number is beyond the head (a store reset or a
+    number from elsewhere), so it continues live from the head; `gap`: retention already
+    dropped some of what it missed, the first still kept being `first_available`.
+    """
+
+    kind: str
+    requested: int
+    after: int
+    first_available: int | None = None
+
+    def notice(self) -> dict[str, Any]:
+        """The `reset` / `gap` message's payload."""
+        out: dict[str, Any] = {"requested": self.requested, "seq": self.after}
+        if self.kind == "reset":
+            out["message"] = "resume point is beyond the latest message; continuing from now"
+        else:
+            out["first_available"] = self.first_available
+            out["message"] = "messages before first_available are no longer kept"
+        return out
+
+
+def plan_resume(requested: int, head: int, oldest: int | None) -> Resume:
+    """Where to resume from, given the latest number issued and the oldest one still kept."""
+    if requested > head:
+        return Resume("reset", requested, head)
+    first = oldest if oldest is not None else head + 1
+    if requested < first - 1:
+        return Resume("gap", requested, first - 1, first)
+    return Resume("replay", requested, requested)
+
+
+def parse_seq(raw: Any) -> int:
+    """A WebSocket client's resume point: a JSON integer from 0 to MAX_SEQ."""
+    if not isinstance(raw, int) or isinstance(raw, bool) or not 0 <= raw <= MAX_SEQ:
+        raise ValueError(f"must be a sequence number (an integer from 0 to {MAX_SEQ})")
+    return raw
+
+
+def parse_seq_text(raw: str) -> int:
+    """An SSE client's resume point (Last-Event-ID): decimal digits, 0 to MAX_SEQ."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(MAX_SEQ)):
+        raise ValueError(f"must be a sequence number (0 to {MAX_SEQ}), got {raw[:40]!r}")
+    return parse_seq(int(raw))
 
 
 def expand_topics(topics: Iterable[str]) -> frozenset[str]:
@@ -103,29 +190,101 @@ class Subscriber:
         self.lagged = False
         self.closed = False
         self.last_seq = 0
-        self._wake = asyncio.Event()
+        self._filter: Filter = NO_FILTER
+        # None when the filter passes everything: the fan-out's common case costs nothing.
+        self._match: Filter | None = None
+        # A bare future, not an asyncio.Event under wait_for: no task per wake-up.
+        self._waiter: asyncio.Future[None] | None = None
+        # Writes a batch straight to the client if it can without waiting (True), so the
+        # reader task need not run at all; set by the transport while its reader is idle.
+        self.sink: Callable[[list[Message]], bool] | None = None
 
-    def offer(self, msg: Message) -> bool:
-        if msg.topic not in self.topics or self.closed:
-            return True
-        if len(self.queue) >= self.maxsize:
+    @property
+    def filter(self) -> Filter:
+        return self._filter
+
+    @filter.setter
+    def filter(self, value: Filter) -> None:
+        self._filter = value
+        self._match = value if value else None
+
+    def wants(self, msg: Message) -> bool:
+        """Whether `msg` is on one of this subscriber's topics and passes its filter."""
+        match = self._match
+        return msg.topic in self.topics and (match is None or match.matches(msg.facets()))
+
+    def push(self, messages: list[Message]) -> bool | None:
+        """Queue what this subscriber wants of `messages` (the hub wakes it): True if it took
+        some, None if it wanted none, False when they overflowed its queue."""
+        if self.closed:
+            return None
+        topics, match = self.topics, self._match
+        if match is None:
+            wanted = [m for m in messages if m.topic in topics]
+        else:
+            wanted = [m for m in messages if m.topic in topics and match.matches(m.facets())]
+        if not wanted:
+            return None
+        queue = self.queue
+        if len(queue) + len(wanted) > self.maxsize:
             self.lagged = True
-            self.queue.clear()
-            self._wake.set()
+            queue.clear()
+            self.wake()
             return False
-        self.queue.append(msg)
-        if len(self.queue) == 1:
-            self._wake.set()
+        queue.extend(wanted)
         return True
+
+    def flush(self) -> None:
+        """Hand what is queued to the sink, or wake the reader to take it.
+
+        The sink is used only while the reader is parked in `next_batch` (so it holds no
+        batch of its own that the sink's could overtake) and nothing is wrong.
+        """
+        waiter, sink, queue = self._waiter, self.sink, self.queue
+        if (
+            sink is not None
+            and queue
+            and waiter is not None
+            and not waiter.done()
+            and not self.lagged
+            and not self.closed
+        ):
+            batch = list(queue)
+            try:
+                taken = sink(batch)
+            except Exception:  # one broken connection must not stop the fan-out
+                log.exception("subscriber %d: direct write failed", self.id)
+                taken = False
+            if taken:
+                queue.clear()
+                self.last_seq = batch[-1].seq
+                return
+        self.wake()
+
+    def wake(self) -> None:
+        """Let the reader take what is queued."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def close(self) -> None:
+        """Stop delivery and wake the reader (its client went away)."""
+        self.closed = True
+        self.wake()
 
     async def next_batch(self, timeout: float | None = None) -> list[Message]:
         """Everything queued, waiting up to `timeout` for something; [] on timeout."""
         if not self.queue and not self.lagged and not self.closed:
-            self._wake.clear()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            # A timer that wakes with nothing queued: cheaper than asyncio.timeout per wait.
+            timer = None if timeout is None else loop.call_later(timeout, self.wake)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                return []
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
         batch = list(self.queue)
         self.queue.clear()
         if batch:
@@ -142,8 +301,12 @@ class Hub:
         queue_size: int = 1_000,
         clock: Clock = utc_now,
         start_seq: int = 0,
+        flush_seconds: float = FLUSH_SECONDS,
     ) -> None:
         self.clock = clock
+        self.flush_seconds = flush_seconds
+        self._to_wake: dict[int, Subscriber] = {}
+        self._flush: asyncio.TimerHandle | None = None
         self.queue_size = queue_size
         self.buffer: deque[Message] = deque(maxlen=buffer_size)
         self.subscribers: dict[int, Subscriber] = {}
@@ -178,16 +341,40 @@ class Hub:
         return msg
 
     def _fan_out(self, messages: list[Message]) -> None:
-        lagged: list[Subscriber] = []
-        subs = list(self.subscribers.values())
-        for msg in messages:
-            self.published += 1
-            for sub in subs:
-                if not sub.offer(msg):
-                    lagged.append(sub)
+        # Subscriber by subscriber, so each takes the whole batch in one queue extension and
+        # at most one wake-up.
+        self.published += len(messages)
+        lagged = []
+        to_wake = self._to_wake
+        for sub in list(self.subscribers.values()):
+            took = sub.push(messages)
+            if took:
+                to_wake[sub.id] = sub
+            elif took is False:
+                lagged.append(sub)
+        if to_wake and self._flush is None:
+            self._schedule_flush()
         for sub in lagged:
             if self.subscribers.pop(sub.id, None) is not None:
                 self.lagged_total += 1
+
+    def _schedule_flush(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop, so no reader is waiting
+            self._flush_all()
+            return
+        if self.flush_seconds > 0:
+            self._flush = loop.call_later(self.flush_seconds, self._flush_all)
+        else:
+            self._flush_all()
+
+    def _flush_all(self) -> None:
+        self._flush = None
+        subs = list(self._to_wake.values())
+        self._to_wake.clear()
+        for sub in subs:
+            sub.flush()
 
     def subscribe(self, topics: Iterable[str], queue_size: int | None = None) -> Subscriber:
         sub = Subscriber(expand_topics(topics), queue_size or self.queue_size)
@@ -208,7 +395,10 @@ class Hub:
         return [m for m in self.buffer if m.seq > seq and m.topic in topics]
 
     def close_all(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        self._to_wake.clear()
         for sub in list(self.subscribers.values()):
-            sub.closed = True
-            sub._wake.set()
+            sub.close()
         self.subscribers.clear()

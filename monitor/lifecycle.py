@@ -95,16 +95,72 @@ def suppressed(d: Drift, baseline: tuple[bytes, bytes] | None) -> bool:
     )
 
 
+# A drift lists at most this many distinct actors; `actor_count` keeps counting past it.
+MAX_ACTORS = 10
+
+
+def actor_entry(d: Drift) -> dict[str, Any]:
+    """Who made change `d`, as a drift's `actors` lists them."""
+    a = d.actor
+    return {
+        "type": a.type,
+        "user_name": a.user_name,
+        "arn": a.arn,
+        "principal_id": a.principal_id,
+        "source_ip": d.source_ip,
+        "first_seen": d.event_time,
+    }
+
+
+def actor_key(entry: dict[str, Any]) -> str:
+    """The identity two sightings of one actor share (as `Actor.key`)."""
+    return str(entry.get("arn") or entry.get("principal_id") or entry.get("user_name") or "")
+
+
 @dataclass(frozen=True, slots=True)
 class Merge:
-    """A repeat folded into an open drift: its new occurrence count and last sighting."""
+    """A repeat folded into an open drift: its new occurrence count, last sighting and actors.
+
+    `new_actor` is the repeat's actor when nobody had made this change as them before.
+    """
 
     parent: str
     occurrences: int
     last_seen: str
     event_id: str
+    actors: tuple[dict[str, Any], ...] = ()
+    actor_count: int = 1
+    new_actor: dict[str, Any] | None = None
 
 
-def merge(d: Drift, parent: str, occurrences: int, last_seen: str | None) -> Merge:
-    """How repeat `d` changes the open drift `parent` it repeats."""
-    return Merge(parent, occurrences + 1, max(last_seen or "", d.event_time), d.event_id)
+def merge(
+    d: Drift,
+    parent: str,
+    occurrences: int,
+    last_seen: str | None,
+    actors: list[dict[str, Any]],
+    actor_count: int,
+    seen_before: bool = False,
+) -> Merge:
+    """How repeat `d` changes the open drift `parent` it repeats.
+
+    `seen_before`: the repeat's actor made an earlier occurrence not in the bounded list.
+    """
+    kept = tuple(actors)
+    entry = actor_entry(d)
+    key = actor_key(entry)
+    known = seen_before or any(actor_key(a) == key for a in kept)
+    new_actor = None if known else entry
+    if new_actor is not None:
+        actor_count += 1
+        if len(kept) < MAX_ACTORS:
+            kept = (*kept, entry)
+    return Merge(
+        parent,
+        occurrences + 1,
+        max(last_seen or "", d.event_time),
+        d.event_id,
+        kept,
+        actor_count,
+        new_actor,
+    )

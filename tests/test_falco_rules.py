@@ -114,3 +114,18 @@ def test_falco_alert_and_record_give_the_same_drifts() -> None:
         compared += 1
         drifting += bool(direct)
     assert compared >= 480 and drifting >= 20
+
+
+def test_an_actor_known_only_by_its_arn_gets_its_user_name() -> None:
+    rec = {
+        "eventID": "e-arn",
+        "eventTime": "2026-01-01T00:00:00Z",
+        "eventSource": "ec2.amazonaws.com",
+        "eventName": "ModifyInstanceAttribute",
+        "userIdentity": {"arn": "arn:aws:iam::123456789012:user/team/bob"},
+    }
+    alert = _as_falco_alert(rec)
+    assert alert["output_fields"]["ct.user"] == "<NA>"
+    event = decode_alert(alert, load_catalogue().source_for)
+    assert isinstance(event, ChangeEvent)
+    assert (event.actor.type, event.actor.user_name) == ("IAMUser", "bob")

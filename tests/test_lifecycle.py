@@ -163,7 +163,7 @@ async def test_flood_control_counts_occurrences_of_an_open_drift(tmp_path: Path)
         while len(types) < 3:
             msg = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
             types.append((msg["type"], msg["payload"].get("occurrences")))
-        assert types == [("drift", None), ("drift_update", 2), ("drift_update", 3)]
+        assert types == [("drift", 1), ("drift_update", 2), ("drift_update", 3)]
         await srv.client.post(f"/api/v1/drifts/{drift_id}/resolve", json={})
         fresh = await _post(srv, resize("e-9", "t3.2xlarge"))
         assert fresh["drifts"] == 1 and fresh["drift_ids"] != [drift_id]
@@ -244,7 +244,8 @@ def test_migration_from_schema_1(tmp_path: Path) -> None:
         "event_name": "TagRole",
         "event_time": "2025-01-01T00:00:00Z",
         "detected_at": "2025-01-01T00:00:01Z",
-        "actor": {},
+        "actor": {"type": "IAMUser", "user_name": "alice", "arn": "arn:aws:iam::1:user/alice"},
+        "source_ip": "192.0.2.9",
         "status": "detected",
     }
     db.execute(
@@ -276,6 +277,18 @@ def test_migration_from_schema_1(tmp_path: Path) -> None:
     try:
         d = store.drift("drift-old")
         assert d is not None and d["type"] == "security" and d["occurrences"] == 1
+        # Schema 6 lists the drift's own actor (from the body, kept as a BLOB) as its first.
+        assert d["actors"] == [
+            {
+                "type": "IAMUser",
+                "user_name": "alice",
+                "arn": "arn:aws:iam::1:user/alice",
+                "principal_id": None,
+                "source_ip": "192.0.2.9",
+                "first_seen": "2025-01-01T00:00:00Z",
+            }
+        ]
+        assert d["actor_count"] == 1
         assert store.summary()["total"] == 1 and store.summary()["by_severity"]["high"] == 1
         assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:

@@ -138,5 +138,35 @@ def test_keys_name_the_target() -> None:
 def test_merge_counts_the_repeat(
     occurrences: int, last_seen: str | None, expected_last: str
 ) -> None:
-    m = lifecycle.merge(DRIFT, "parent", occurrences, last_seen)
-    assert m == lifecycle.Merge("parent", occurrences + 1, expected_last, "e-1")
+    own = [lifecycle.actor_entry(DRIFT)]
+    m = lifecycle.merge(DRIFT, "parent", occurrences, last_seen, own, 1)
+    assert m == lifecycle.Merge("parent", occurrences + 1, expected_last, "e-1", tuple(own), 1)
+
+
+def _by(user: str, ip: str = "10.0.0.1") -> Drift:
+    arn = f"arn:aws:iam::1:user/{user}"
+    actor = replace(DRIFT.actor, arn=arn, user_name=user, principal_id=f"AIDA{user}")
+    return replace(DRIFT, id=f"d-{user}", actor=actor, source_ip=ip)
+
+
+def test_a_repeat_by_another_actor_is_named_and_counted() -> None:
+    own = [lifecycle.actor_entry(DRIFT)]
+    m = lifecycle.merge(_by("bob", "198.51.100.7"), "parent", 1, None, own, 1)
+    assert m.actor_count == 2
+    assert m.new_actor is not None and m.new_actor["user_name"] == "bob"
+    assert m.new_actor["source_ip"] == "198.51.100.7"
+    assert [a["user_name"] for a in m.actors] == ["u", "bob"]
+    # bob again: known, nothing new.
+    again = lifecycle.merge(_by("bob"), "parent", 2, None, list(m.actors), m.actor_count)
+    assert again.new_actor is None and again.actor_count == 2 and again.actors == m.actors
+
+
+def test_the_actor_list_is_bounded_but_the_count_is_not() -> None:
+    actors = [lifecycle.actor_entry(_by(f"user{i}")) for i in range(lifecycle.MAX_ACTORS)]
+    count = lifecycle.MAX_ACTORS
+    m = lifecycle.merge(_by("late"), "parent", 5, None, actors, count)
+    assert m.new_actor is not None and m.actor_count == count + 1
+    assert len(m.actors) == lifecycle.MAX_ACTORS and "late" not in str(m.actors)
+    # Seen before (an occurrence beyond the list): not new, not counted twice.
+    seen = lifecycle.merge(_by("late"), "parent", 6, None, list(m.actors), m.actor_count, True)
+    assert seen.new_actor is None and seen.actor_count == count + 1

@@ -54,11 +54,15 @@ def test_outcome_messages_in_order_numbered_and_kept(store: SqliteStore) -> None
         (12, "drift", "d-1"),
         (13, "falco", "a-1"),
     ]
-    assert out.messages[0].payload == {
-        "id": "d-1",
+    # The update carries the whole drift as it now is, and what changed.
+    update = out.messages[0].payload
+    assert update == {**store.drift("d-1"), "update": update["update"]}  # type: ignore[dict-item]
+    assert update["occurrences"] == 2 and update["last_seen"] == "2026-03-02T00:00:00Z"
+    assert update["update"] == {
+        "reason": "occurrence",
+        "event_id": "e-2",
         "occurrences": 2,
         "last_seen": "2026-03-02T00:00:00Z",
-        "event_id": "e-2",
     }
     assert all(m.timestamp == "2026-03-02T00:00:05Z" for m in out.messages)
     assert [(s, t, p["id"]) for s, t, p in _kept(store)] == [
@@ -75,8 +79,9 @@ def test_status_moves_are_announced_and_redelivery_is_silent(store: SqliteStore)
     again = WriteBatch(drifts=[DRIFT], status_changes=[change], received_at="t2")
     [out] = store.write([again], Publisher(hub, [_pending(DRIFT)]))
     assert [(m.seq, m.type) for m in out.messages] == [(2, "drift_update")]
-    assert out.messages[0].payload == {
-        "id": "d-1",
+    assert out.messages[0].payload["status"] == "resolved"
+    assert out.messages[0].payload["update"] == {
+        "reason": "status",
         "status": "resolved",
         "previous_status": "detected",
         "updated_at": "t2",
@@ -87,7 +92,7 @@ def test_status_moves_are_announced_and_redelivery_is_silent(store: SqliteStore)
         [WriteBatch(status_changes=[StatusChange("d-1", "investigating")], received_at="t3")],
         Publisher(hub, [[]]),
     )
-    assert out.messages == [] and out.moves == []
+    assert out.messages == [] and out.updates == []
     assert len(_kept(store)) == 2
 
 

@@ -14,10 +14,11 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route, WebSocketRoute
+from starlette.types import ASGIApp
 
 from monitor.auth import Permission
 from monitor.store import StorageFault, storage_fault
-from web import auth_routes, graph, health, ingest, live, rest, state_sources
+from web import auth_routes, graph, health, ingest, live, live_ws, rest, state_sources
 from web.access import guard, guard_ws, guarded_stream
 from web.envelope import ApiError, JSONResponse, error
 from web.facade import Api, api_of
@@ -25,6 +26,7 @@ from web.openapi import spec_for
 from web.query import strict
 from web.security import SecurityMiddleware
 from web.sessions import Security
+from web.transport import ServerSend
 
 log = logging.getLogger("driftline.web")
 
@@ -164,8 +166,15 @@ def routes() -> list[Route | WebSocketRoute]:
         Route("/api/v1/audit-log", guard(A, strict(auth_routes.audit_log))),
         Route("/api/v1/audit-log/verify", guard(A, strict(auth_routes.audit_verify))),
         Route("/openapi.json", guard(R, strict(openapi))),
-        WebSocketRoute("/ws", guard_ws(R, live.websocket)),
+        WebSocketRoute("/ws", guard_ws(R, live_ws.websocket)),
     ]
+
+
+class App(Starlette):
+    """Starlette with `ServerSend` outside even its error middleware."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return ServerSend(super().build_middleware_stack())
 
 
 def create_app(api: Api) -> Starlette:
@@ -179,7 +188,7 @@ def create_app(api: Api) -> Starlette:
         finally:
             await api.stop()
 
-    app = Starlette(
+    app = App(
         routes=routes(),
         middleware=[
             Middleware(SecurityMiddleware, allowed_hosts=api.settings.allowed_hosts),

@@ -1,52 +1,63 @@
-"""Live delivery: WebSocket /ws and SSE /api/v1/stream, both resumable by sequence number."""
+"""Live delivery over SSE (`/api/v1/stream`), and what SSE and WebSocket share: topics,
+filters, and resuming by sequence number (replay, `reset` beyond the head, `gap` below the
+oldest message kept)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from sse_starlette import EventSourceResponse
 from starlette.requests import Request
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
-from monitor.hub import TOPICS, VALID_TOPICS, Message, Subscriber, expand_topics
-from monitor.store import DriftFilter, EventFilter
-from web.envelope import (
-    DRIFT_KINDS,
-    DRIFT_STATUSES,
-    MAX_LIMIT,
-    MAX_PAGE,
-    SEVERITIES,
-    ApiError,
-    json_object,
+from monitor.filters import FilterError, parse_query_filter
+from monitor.hub import (
+    TOPICS,
+    VALID_TOPICS,
+    Message,
+    Resume,
+    Subscriber,
+    expand_topics,
+    parse_seq_text,
+    plan_resume,
 )
-from web.facade import Api, Live, api_of
+from web.envelope import ApiError
+from web.facade import Live, api_of
+from web.transport import ChunkWriter
 
 REPLAY_PAGE = 1000
-WS_TRY_AGAIN_LATER = 1013
+# Query parameters of /api/v1/stream that are not filter keys.
+STREAM_PARAMS = ("topics", "last_event_id", "ticket")
 
 
 async def replay(
-    live: Live, since: int, topics: frozenset[str], upto: int
+    live: Live, sub: Subscriber, after: int, topics: frozenset[str], upto: int
 ) -> AsyncIterator[list[Message]]:
-    """Messages with since < seq <= upto: from memory when it reaches back, else the store."""
-    buffered = live.buffered_since(since, topics)
+    """What `sub` wants of after < seq <= upto on `topics`: from memory when it reaches back,
+    else from the store, a page at a time."""
+    buffered = live.buffered_since(after, topics)
     if buffered is not None:
-        yield [m for m in buffered if m.seq <= upto]
+        page = [m for m in buffered if m.seq <= upto and sub.wants(m)]
+        if page:
+            yield page
         return
-    cursor = since
+    cursor = after
     while cursor < upto:
         rows = await live.messages_since(cursor, topics, REPLAY_PAGE)
         if not rows:
             return
         page = [
-            Message(seq, topic, type_, ts, orjson.loads(body))
-            for seq, topic, type_, ts, body in rows
-            if seq <= upto
+            m
+            for m in (
+                Message(seq, topic, type_, ts, orjson.loads(body))
+                for seq, topic, type_, ts, body in rows
+                if seq <= upto
+            )
+            if sub.wants(m)
         ]
         if page:
             yield page
@@ -55,7 +66,14 @@ async def replay(
         cursor = rows[-1][0]
 
 
-def _parse_topics(raw: str | None) -> frozenset[str]:
+async def plan(live: Live, since: int, head: int) -> Resume:
+    """Where a client resuming after `since` continues (the store knows the oldest kept)."""
+    oldest = await live.oldest_seq() if since < head else None
+    return plan_resume(since, head, oldest)
+
+
+def parse_topics(raw: str | None) -> frozenset[str]:
+    """`drifts,events` to topics (default: all of them)."""
     if not raw:
         return frozenset(TOPICS)
     names = [t.strip() for t in raw.split(",") if t.strip()]
@@ -71,253 +89,147 @@ def _parse_topics(raw: str | None) -> frozenset[str]:
 # -- SSE ------------------------------------------------------------------------------------
 
 
-async def stream(request: Request) -> EventSourceResponse:
-    d = api_of(request)
-    topics = _parse_topics(request.query_params.get("topics"))
-    raw_last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    since: int | None = None
-    if raw_last:
-        try:
-            since = int(raw_last)
-        except ValueError:
-            raise ApiError(
-                "VALIDATION_ERROR", f"Last-Event-ID must be a sequence number, got {raw_last!r}"
-            ) from None
-    sub = d.subscribe(topics)
-    head = sub.last_seq
-    stream_id = str(uuid.uuid4())
+def _frame(event: str, seq: int, payload: dict[str, Any]) -> bytes:
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, event.encode(), orjson.dumps(payload))
 
-    async def events() -> AsyncIterator[bytes]:
+
+class EventStream(Response):
+    """A `text/event-stream` answer: ready frames, one ASGI send per batch of them; a comment
+    line every `keepalive` seconds of silence; the subscription ends with the client."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        live: Live,
+        sub: Subscriber,
+        opening: list[bytes],
+        resume: Resume | None,
+        head: int,
+        keepalive: float,
+    ) -> None:
+        # No Content-Length: the body is chunked for as long as the client stays.
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
+        self.live = live
+        self.sub = sub
+        self.opening = opening
+        self.resume = resume
+        self.head = head
+        self.keepalive = keepalive
+        self.last = head  # the latest sequence number written
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        watcher = asyncio.ensure_future(self._watch(receive))
         try:
-            hello = {
-                "stream_id": stream_id,
-                "message": "Connected to Driftline SSE stream",
-                "topics": sorted(topics),
-                "seq": head,
-                "resumed_from": since,
-            }
-            # The connected event's id is the resume point: a client cut off during replay
-            # reconnects from there and misses nothing.
-            yield b"id: %d\nevent: connected\ndata: %s\n\n" % (
-                since if since is not None else head,
-                orjson.dumps(hello),
-            )
-            last = since if since is not None else head
-            if since is not None and since < head:
-                async for page in replay(d, since, topics, head):
-                    yield b"".join(m.sse_bytes() for m in page)
-                    last = page[-1].seq
-            while True:
-                batch = await sub.next_batch()
-                if sub.lagged:
-                    note = {
-                        "message": "subscriber queue overflowed; reconnect with "
-                        "Last-Event-ID to resume",
-                        "last_event_id": last,
-                    }
-                    yield b"id: %d\nevent: lagged\ndata: %s\n\n" % (last, orjson.dumps(note))
-                    return
-                if sub.closed and not batch:
-                    return
-                fresh = [m for m in batch if m.seq > last or not m.durable]
-                if fresh:
-                    last = max(last, fresh[-1].seq)
-                    yield b"".join(m.sse_bytes() for m in fresh)
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await self._pump(send, ChunkWriter.of(scope))
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            d.unsubscribe(sub)
+            watcher.cancel()
+            self.live.unsubscribe(self.sub)
 
-    return EventSourceResponse(
-        events(),
-        ping=d.settings.sse_keepalive_seconds,
-        send_timeout=None,
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    async def _watch(self, receive: Receive) -> None:
+        # The only way to hear that the client went: its next ASGI message is a disconnect.
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.sub.close()
 
+    async def _pump(self, send: Send, chunks: ChunkWriter | None) -> None:
+        sub, live = self.sub, self.live
 
-# -- WebSocket ------------------------------------------------------------------------------
+        async def write(data: bytes) -> None:
+            if chunks is None or not chunks.write(data):
+                await send({"type": "http.response.body", "body": data, "more_body": True})
 
-
-class WsSession:
-    """One WebSocket client: its subscription, reader loop and writer loop."""
-
-    def __init__(self, ws: WebSocket, api: Api) -> None:
-        self.ws = ws
-        self.d = api
-        self.client_id = str(uuid.uuid4())
-        self.sub: Subscriber = api.subscribe(())
-        self.last = self.sub.last_seq
-        self.send_lock = asyncio.Lock()
-
-    def envelope(self, type_: str, topic: str | None, payload: Any) -> str:
-        return orjson.dumps(
-            {"type": type_, "topic": topic, "timestamp": self.d.now(), "payload": payload}
-        ).decode()
-
-    async def send(self, text: str) -> None:
-        async with self.send_lock:
-            await self.ws.send_text(text)
-
-    async def error(self, code: str, message: str) -> None:
-        await self.send(self.envelope("error", None, {"code": code, "message": message}))
-
-    async def run(self) -> None:
-        await self.ws.accept()
-        initial = self.ws.query_params.get("topics")
-        if initial:
-            try:
-                self.sub.topics = _parse_topics(initial)
-            except ApiError as exc:
-                await self.error(exc.code, exc.message)
-        await self.send(
-            self.envelope(
-                "welcome",
-                None,
-                {
-                    "message": "Connected to Driftline WebSocket",
-                    "client_id": self.client_id,
-                    "topics": sorted(self.sub.topics),
-                    "seq": self.last,
-                },
-            )
-        )
-        writer = asyncio.create_task(self.writer())
-        try:
-            await self.reader()
-        finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await writer
-            self.d.unsubscribe(self.sub)
-
-    async def writer(self) -> None:
+        await write(b"".join(self.opening))
+        self.last = self.resume.after if self.resume is not None else self.head
+        if self.last < self.head:
+            async for page in replay(live, sub, self.last, sub.topics, self.head):
+                await write(b"".join(m.sse_bytes() for m in page))
+            self.last = self.head
+        if chunks is not None:
+            sub.sink = lambda batch: self._sink(chunks, batch)
         while True:
-            batch = await self.sub.next_batch()
-            if self.sub.lagged:
-                await self.error(
-                    "LAGGED",
-                    "subscriber queue overflowed; reconnect and "
-                    f"subscribe with since={self.last} to resume",
-                )
-                await self.ws.close(WS_TRY_AGAIN_LATER)
+            batch = await sub.next_batch(self.keepalive)
+            if sub.lagged:
+                note = {
+                    "message": "subscriber queue overflowed; reconnect with Last-Event-ID "
+                    "to resume",
+                    "last_event_id": self.last,
+                }
+                await write(_frame("lagged", self.last, note))
                 return
-            if self.sub.closed and not batch:
-                if self.ws.application_state == WebSocketState.CONNECTED:
-                    await self.ws.close(1001)
+            if sub.closed:
                 return
-            for m in batch:
-                if not m.durable:
-                    await self.send(m.ws_text())
-                elif m.seq > self.last:
-                    self.last = m.seq
-                    await self.send(m.ws_text())
-
-    async def reader(self) -> None:
-        limit = self.d.settings.max_ws_message_bytes
-        while True:
-            try:
-                message = await self.ws.receive()
-            except WebSocketDisconnect:
-                return
-            if message["type"] == "websocket.disconnect":
-                return
-            raw = message.get("text")
-            if raw is None:
-                raw_bytes = message.get("bytes") or b""
-                if len(raw_bytes) > limit:
-                    await self.error("MESSAGE_TOO_LARGE", f"message over {limit} bytes")
-                    continue
-                try:
-                    raw = raw_bytes.decode()
-                except UnicodeDecodeError:
-                    await self.error("VALIDATION_ERROR", "binary frames must be UTF-8 JSON")
-                    continue
-            if len(raw) > limit:
-                await self.error("MESSAGE_TOO_LARGE", f"message over {limit} bytes")
+            if not batch:
+                await write(b": keep-alive\n\n")
                 continue
-            try:
-                await self.handle(raw)
-            except ApiError as exc:
-                await self.error(exc.code, exc.message)
+            fresh = self._fresh(batch)
+            if fresh:
+                self.last = max(self.last, fresh[-1].seq)
+                await write(b"".join(m.sse_bytes() for m in fresh))
 
-    async def handle(self, raw: str) -> None:
-        msg = json_object(raw, "message")
-        kind = msg.get("type")
-        topic = msg.get("topic")
-        payload = msg.get("payload") or {}
-        if not isinstance(payload, dict):
-            raise ApiError("VALIDATION_ERROR", "payload must be an object")
-        if kind == "ping":
-            await self.send(self.envelope("pong", topic, payload))
-        elif kind in ("subscribe", "unsubscribe"):
-            if topic not in VALID_TOPICS:
-                raise ApiError(
-                    "VALIDATION_ERROR",
-                    f"unknown topic {topic!r}; use {', '.join(sorted(VALID_TOPICS))}",
-                )
-            names = expand_topics([topic])
-            if kind == "unsubscribe":
-                self.sub.topics = self.sub.topics - names
-            else:
-                await self.subscribe(names, msg.get("since", payload.get("since")))
-            await self.send(self.envelope(f"{kind}d", topic, {"topics": sorted(self.sub.topics)}))
-        elif kind == "query":
-            await self.send(self.envelope("query_result", topic, await self.query(topic, payload)))
-        else:
-            raise ApiError(
-                "VALIDATION_ERROR",
-                f"unknown message type {kind!r}; use subscribe, unsubscribe, ping or query",
-            )
+    def _fresh(self, batch: list[Message]) -> list[Message]:
+        # Ephemeral messages repeat the latest number; stored ones may repeat the replay's.
+        return [m for m in batch if m.seq > self.last or not m.durable]
 
-    async def subscribe(self, names: frozenset[str], since: Any) -> None:
-        if since is None:
-            self.sub.topics = self.sub.topics | names
-            return
-        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
-            raise ApiError("VALIDATION_ERROR", "since must be a sequence number (integer >= 0)")
-        upto = self.d.head_seq()
-        self.sub.topics = self.sub.topics | names
-        async for page in replay(self.d, since, names, upto):
-            for m in page:
-                await self.send(m.ws_text())
-        self.last = max(self.last, upto)
-
-    async def query(self, topic: Any, payload: dict[str, Any]) -> dict[str, Any]:
-        what = payload.get("resource") or ("events" if topic == "events" else "drifts")
-        page = _bounded(payload.get("page", 1), "page", 1, MAX_PAGE)
-        limit = _bounded(payload.get("limit", 50), "limit", 1, MAX_LIMIT)
-        if what == "drifts":
-            f = DriftFilter(
-                severity=_choice(payload, "severity", SEVERITIES),
-                resource_type=payload.get("resource_type"),
-                kind=_choice(payload, "kind", DRIFT_KINDS),
-                status=_choice(payload, "status", DRIFT_STATUSES),
-                actor=payload.get("actor"),
-                resource_id=payload.get("resource_id"),
-            )
-            items, total = await self.d.drifts(f, page, limit)
-        elif what == "events":
-            ef = EventFilter(
-                severity=_choice(payload, "severity", (*SEVERITIES, "info")),
-                provider=payload.get("provider"),
-            )
-            items, total = await self.d.events(ef, page, limit)
-        else:
-            raise ApiError("VALIDATION_ERROR", "query resource must be drifts or events")
-        return {what: items, "page": page, "limit": limit, "total": total}
+    def _sink(self, chunks: ChunkWriter, batch: list[Message]) -> bool:
+        """The hub's direct path while the pump is idle: the batch as one chunk, now."""
+        fresh = self._fresh(batch)
+        if fresh:
+            if not chunks.write(b"".join(m.sse_bytes() for m in fresh)):
+                return False
+            self.last = max(self.last, fresh[-1].seq)
+        return True
 
 
-def _bounded(value: Any, name: str, lo: int, hi: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ApiError("VALIDATION_ERROR", f"{name} must be an integer between {lo} and {hi}")
-    return value
+def _since(request: Request) -> int | None:
+    raw = request.headers.get("last-event-id")
+    if raw is None:
+        raw = request.query_params.get("last_event_id")
+    if raw is None or raw == "":
+        return None
+    try:
+        return parse_seq_text(raw.strip())
+    except ValueError as exc:
+        raise ApiError("VALIDATION_ERROR", f"Last-Event-ID {exc}") from None
 
 
-def _choice(payload: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str | None:
-    value = payload.get(name)
-    if value is not None and value not in allowed:
-        raise ApiError("VALIDATION_ERROR", f"{name} must be one of {', '.join(allowed)}")
-    return str(value) if value is not None else None
-
-
-async def websocket(ws: WebSocket) -> None:
-    await WsSession(ws, api_of(ws)).run()
+async def stream(request: Request) -> Response:
+    d = api_of(request)
+    topics = parse_topics(request.query_params.get("topics"))
+    try:
+        filt = parse_query_filter(request.query_params, STREAM_PARAMS)
+    except FilterError as exc:
+        raise ApiError("VALIDATION_ERROR", f"{exc.field}: {exc.message}") from None
+    since = _since(request)
+    sub = d.subscribe(topics)
+    sub.filter = filt
+    head = sub.last_seq
+    try:
+        resume = await plan(d, since, head) if since is not None else None
+    except BaseException:
+        d.unsubscribe(sub)
+        raise
+    hello = {
+        "stream_id": str(uuid.uuid4()),
+        "message": "Connected to Driftline SSE stream",
+        "topics": sorted(topics),
+        "filter": filt.as_dict(),
+        "seq": head,
+        "resumed_from": since,
+    }
+    # The connected event's id is the resume point: a client cut off during replay
+    # reconnects from there and misses nothing; after a reset it is the head, so a browser
+    # stops resending a number the server never issued.
+    point = resume.after if resume is not None else head
+    opening = [_frame("connected", point, hello)]
+    if resume is not None and resume.kind != "replay":
+        opening.append(_frame(resume.kind, point, resume.notice()))
+    return EventStream(d, sub, opening, resume, head, d.settings.sse_keepalive_seconds)

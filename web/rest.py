@@ -129,7 +129,7 @@ async def drifts(request: Request) -> Response:
     page, limit = page_params(request)
     f = drift_filter(request)
     items, total = await api_of(request).drifts(f, page, limit)
-    return ok(page_data("drifts", [_compat(i) for i in items], page, limit, total))
+    return ok(page_data("drifts", items, page, limit, total))
 
 
 async def drift(request: Request) -> Response:
@@ -138,7 +138,6 @@ async def drift(request: Request) -> Response:
     item = await api.drift(drift_id)
     if item is None:
         raise ApiError("NOT_FOUND", f"Drift with ID '{drift_id}' not found")
-    item = _compat(item)
     item["related_events"] = await _related(api, item)
     address = item.get("resource_address")
     item["blast_radius"] = (
@@ -166,7 +165,7 @@ async def _change(request: Request, change: StatusChange) -> Response:
         updated = await api_of(request).set_status(change)
     except LifecycleError as exc:
         raise ApiError(exc.code, exc.message) from None
-    return ok(_compat(updated))
+    return ok(updated)
 
 
 async def patch_drift(request: Request) -> Response:
@@ -213,14 +212,6 @@ async def _related(api: Queries, drift: dict[str, Any], limit: int = 20) -> list
         event = found if found is not None else linked
         stored.append({**event, "relation": linked.get("relation"), "via": linked.get("via")})
     return stored[: limit * 2]
-
-
-def _compat(d: dict[str, Any]) -> dict[str, Any]:
-    """The TFDrift-Falco field names beside ours (additive)."""
-    d.setdefault("timestamp", d.get("detected_at"))
-    d.setdefault("resource_name", (d.get("resource_address") or d.get("resource_id")))
-    d.setdefault("user_identity", d.get("actor"))
-    return d
 
 
 async def dead_letters(request: Request) -> Response:

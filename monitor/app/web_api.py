@@ -199,6 +199,9 @@ class DaemonApi:
     def buffered_since(self, seq: int, topics: frozenset[str]) -> list[Message] | None:
         return self.daemon.hub.buffered_since(seq, topics)
 
+    async def oldest_seq(self) -> int | None:
+        return await asyncio.to_thread(self.daemon.store.first_seq)
+
     async def messages_since(
         self, seq: int, topics: frozenset[str], limit: int
     ) -> list[MessageRow]:

@@ -16,7 +16,8 @@ from monitor.store import WriteBatch, WriteOutcome
 
 @dataclass(frozen=True, slots=True)
 class PendingMessage:
-    """A message to publish if its key (a drift or alert id) turns out new (None: always)."""
+    """A message to publish if its key (a drift, alert or event id) turns out new (None:
+    always)."""
 
     topic: str
     type: str
@@ -27,35 +28,19 @@ class PendingMessage:
 def outcome_messages(
     hub: Hub, batch: WriteBatch, outcome: WriteOutcome, pending: Sequence[PendingMessage]
 ) -> list[Message]:
-    """Repeats merged, status moves, then the pending messages whose key is new."""
+    """Drift updates (repeats, status moves) in order, then the pending messages whose key is
+    new, each key once."""
     at = batch.received_at
     out = [
-        Message(
-            hub.next_seq(),
-            "drifts",
-            "drift_update",
-            at,
-            {
-                "id": m.parent,
-                "occurrences": m.occurrences,
-                "last_seen": m.last_seen,
-                "event_id": m.event_id,
-            },
-        )
-        for m in outcome.merges
+        Message(hub.next_seq(), "drifts", "drift_update", at, {**u.drift, "update": u.change})
+        for u in outcome.updates
     ]
-    for mv in outcome.moves:
-        payload = {
-            "id": mv.drift_id,
-            "status": mv.status,
-            "previous_status": mv.previous,
-            "updated_at": mv.at,
-            "baseline_captured": mv.baseline_captured,
-        }
-        out.append(Message(hub.next_seq(), "drifts", "drift_update", at, payload))
-    new_drifts, new_alerts = outcome.new_drifts, outcome.new_alerts
+    fresh = outcome.new_drifts | outcome.new_alerts | outcome.new_events
     for pm in pending:
-        if pm.key is None or pm.key in new_drifts or pm.key in new_alerts:
+        if pm.key is None:
+            out.append(Message(hub.next_seq(), pm.topic, pm.type, at, pm.payload))
+        elif pm.key in fresh:
+            fresh.discard(pm.key)
             out.append(Message(hub.next_seq(), pm.topic, pm.type, at, pm.payload))
     return out
 

@@ -20,7 +20,14 @@ import orjson
 from monitor.detect import Detector
 from monitor.pipeline.publish import PendingMessage
 from monitor.pipeline.writer import StoreWriter
-from monitor.store import DeadLetter, WriteBatch, WriteOutcome
+from monitor.store import (
+    DeadLetter,
+    WriteBatch,
+    WriteOutcome,
+    alert_body,
+    drift_payload,
+    event_body,
+)
 from monitor.types import (
     ChangeEvent,
     Decoded,
@@ -141,7 +148,7 @@ class Detect:
             if isinstance(item, FalcoAlert):
                 result.alerts += 1
                 batch.alerts.append(item)
-                messages.append(PendingMessage("events", "falco", item.as_dict(), item.id))
+                messages.append(PendingMessage("events", "falco", alert_body(item), item.id))
                 continue
             result.changes += 1
             try:
@@ -154,10 +161,14 @@ class Detect:
             if item.read_only and not self.store_readonly_events:
                 continue
             work.changes.append(item)
-            batch.events.append((item, event_severity(detection.drifts)))
+            severity = event_severity(detection.drifts)
+            batch.events.append((item, severity))
+            # Event ids and drift ids never collide: a drift id is derived, not an event's.
+            body = event_body(item, severity)
+            messages.append(PendingMessage("events", "event", body, item.event_id))
             for drift in detection.drifts:
                 batch.drifts.append(drift)
-                messages.append(PendingMessage("drifts", "drift", drift.as_dict(), drift.id))
+                messages.append(PendingMessage("drifts", "drift", drift_payload(drift), drift.id))
         counters = batch.counters
         counters["ingest.records"] = result.accepted + result.rejected
         for reason, n in result.reasons.items():

@@ -9,24 +9,26 @@ from monitor.store.faults import as_fault as storage_fault
 from monitor.store.protocol import (
     DeadLetter,
     DriftFilter,
+    DriftUpdated,
     EventFilter,
     MessageRow,
     Publisher,
     Retention,
     StatusChange,
-    StatusMoved,
     StorageFault,
     Store,
     StoreSettings,
     WriteBatch,
     WriteOutcome,
 )
+from monitor.store.rows import alert_body, drift_payload, event_body
 from monitor.store.sqlite import SqliteStore
 
 __all__ = [
     "DRIFT_TYPES",
     "DeadLetter",
     "DriftFilter",
+    "DriftUpdated",
     "EventFilter",
     "LifecycleError",
     "MessageRow",
@@ -34,11 +36,13 @@ __all__ = [
     "Retention",
     "SqliteStore",
     "StatusChange",
-    "StatusMoved",
     "StorageFault",
     "Store",
     "StoreSettings",
     "WriteBatch",
     "WriteOutcome",
+    "alert_body",
+    "drift_payload",
+    "event_body",
     "storage_fault",
 ]

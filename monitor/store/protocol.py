@@ -49,14 +49,11 @@ class StatusChange:
 
 
 @dataclass(frozen=True, slots=True)
-class StatusMoved:
-    """A status change the store applied (what the publish stage announces)."""
+class DriftUpdated:
+    """A stored drift a repeat or a status move changed: its row after, and what changed."""
 
-    drift_id: str
-    status: str
-    previous: str
-    at: str
-    baseline_captured: bool
+    drift: dict[str, Any]
+    change: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +113,8 @@ class WriteOutcome:
     merges: list[Merge] = field(default_factory=list)  # flood control: occurrence added
     suppressed_drifts: set[str] = field(default_factory=set)  # matched an accepted baseline
     new_alerts: set[str] = field(default_factory=set)
-    moves: list[StatusMoved] = field(default_factory=list)
+    new_events: set[str] = field(default_factory=set)
+    updates: list[DriftUpdated] = field(default_factory=list)  # in the order they happened
     status_results: list[dict[str, Any] | LifecycleError] = field(default_factory=list)
     pruned: dict[str, int] = field(default_factory=dict)
     dead_lettered: int = 0  # dead letters not kept before
@@ -186,6 +184,7 @@ class Store(Protocol):
     def messages_since(
         self, seq: int, topics: Iterable[str], limit: int
     ) -> list[tuple[int, str, str, str, bytes]]: ...
+    def first_seq(self) -> int | None: ...
     def last_seq(self) -> int: ...
     def counters(self) -> dict[str, int]: ...
     def dead_letter(self, letter: DeadLetter) -> bool: ...

@@ -186,6 +186,11 @@ class SqliteReads:
             )
         )
 
+    def first_seq(self) -> int | None:
+        """The oldest message still kept (retention drops the oldest first); None if none."""
+        row = self._reader().execute("SELECT MIN(seq) FROM messages").fetchone()
+        return int(row[0]) if row[0] is not None else None
+
     def last_seq(self) -> int:
         db = self._reader()
         row = db.execute("SELECT MAX(seq) FROM messages").fetchone()

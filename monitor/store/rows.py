@@ -7,22 +7,64 @@ from typing import Any
 
 import orjson
 
-from monitor.lifecycle import DRIFT_TYPES, STATUSES
-from monitor.types import ChangeEvent, FalcoAlert, Severity
+from monitor.lifecycle import DRIFT_TYPES, STATUSES, actor_entry, drift_type
+from monitor.types import ChangeEvent, Drift, FalcoAlert, Severity
 
-DRIFT_COLS = "body, status, occurrences, last_seen, updated_at, drift_type"
+DRIFT_COLS = "body, status, occurrences, last_seen, updated_at, drift_type, actors, actor_count"
 
 
-def drift_row(row: Sequence[Any]) -> dict[str, Any]:
-    """A drift from the DRIFT_COLS columns of its row."""
-    body, status, occurrences, last_seen, updated_at, dtype = row
-    d: dict[str, Any] = orjson.loads(body)
+def _view(
+    d: dict[str, Any],
+    status: str,
+    occurrences: int,
+    last_seen: str | None,
+    updated_at: str | None,
+    dtype: str,
+    actors: list[dict[str, Any]],
+    actor_count: int,
+) -> dict[str, Any]:
+    """The one drift payload: REST, WebSocket and SSE all serve this (transports may add)."""
     d["status"] = status
     d["occurrences"] = occurrences
     d["last_seen"] = last_seen
     d["updated_at"] = updated_at
     d["type"] = dtype
+    d["actors"] = actors
+    d["actor_count"] = actor_count
+    # The TFDrift-Falco field names beside ours (additive).
+    d["timestamp"] = d.get("detected_at")
+    d["resource_name"] = d.get("resource_address") or d.get("resource_id")
+    d["user_identity"] = d.get("actor")
     return d
+
+
+def drift_row(row: Sequence[Any]) -> dict[str, Any]:
+    """A drift from the DRIFT_COLS columns of its row."""
+    body, status, occurrences, last_seen, updated_at, dtype, actors, actor_count = row
+    return _view(
+        orjson.loads(body),
+        status,
+        occurrences,
+        last_seen,
+        updated_at,
+        dtype,
+        orjson.loads(actors) if actors else [],
+        actor_count,
+    )
+
+
+def drift_payload(d: Drift) -> dict[str, Any]:
+    """A new drift as it is stored and then read back (the `drift` message's payload)."""
+    return _view(
+        d.as_dict(),
+        d.status,
+        1,
+        d.event_time,
+        d.detected_at,
+        drift_type(d.category),
+        [actor_entry(d)],
+        1,
+    )
 
 
 def event_body(e: ChangeEvent, severity: str) -> dict[str, Any]:

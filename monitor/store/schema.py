@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Single-column filters whose totals are kept as counters (COUNT(*) over a million rows is
 # too slow for a page request).
 COUNTED = ("severity", "status", "kind", "drift_type", "provider", "resource_type", "actor")
@@ -119,6 +119,24 @@ MIGRATIONS: dict[int, str] = {
     """,
     5: """
     ALTER TABLE history ADD COLUMN actor TEXT
+    """,
+    # Every actor of a drift: each repeat records who made it, the drift lists them (bounded).
+    # Bodies are kept as BLOBs, which SQLite's JSON functions would read as JSONB: cast first.
+    6: """
+    ALTER TABLE occurrences ADD COLUMN actor_key TEXT;
+    ALTER TABLE occurrences ADD COLUMN user_name TEXT;
+    ALTER TABLE occurrences ADD COLUMN arn TEXT;
+    ALTER TABLE occurrences ADD COLUMN source_ip TEXT;
+    CREATE INDEX occurrences_actor ON occurrences(parent, actor_key);
+    ALTER TABLE drifts ADD COLUMN actors TEXT;
+    ALTER TABLE drifts ADD COLUMN actor_count INTEGER NOT NULL DEFAULT 1;
+    UPDATE drifts SET actors = json_array(json_object(
+        'type', json_extract(CAST(body AS TEXT), '$.actor.type'),
+        'user_name', json_extract(CAST(body AS TEXT), '$.actor.user_name'),
+        'arn', json_extract(CAST(body AS TEXT), '$.actor.arn'),
+        'principal_id', json_extract(CAST(body AS TEXT), '$.actor.principal_id'),
+        'source_ip', json_extract(CAST(body AS TEXT), '$.source_ip'),
+        'first_seen', event_time))
     """,
 }
 

@@ -16,8 +16,8 @@ from monitor.lifecycle import LifecycleError
 from monitor.store.facets import Facets
 from monitor.store.protocol import (
     DeadLetter,
+    DriftUpdated,
     StatusChange,
-    StatusMoved,
     StoreSettings,
     WriteBatch,
     WriteOutcome,
@@ -98,6 +98,16 @@ class Writer:
     def _events(self) -> None:
         b, db = self.batch, self.db
         if b.events:
+            # Which are new decides which `event` messages go out (redelivery says nothing).
+            ids = [e.event_id for e, _ in b.events]
+            known: set[str] = set()
+            for i in range(0, len(ids), 500):
+                part = ids[i : i + 500]
+                marks = ",".join("?" * len(part))
+                known.update(
+                    r[0] for r in db.execute(f"SELECT id FROM events WHERE id IN ({marks})", part)
+                )
+            self.out.new_events.update(i for i in ids if i not in known)
             # One executemany (a C loop) instead of a call per row: this is the hot insert.
             cur = db.executemany(
                 "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -154,34 +164,70 @@ class Writer:
             "SELECT value, state_value FROM baselines WHERE key = ?", (bkey,)
         ).fetchone()
         if lifecycle.suppressed(d, base):
-            db.execute(
-                "INSERT INTO occurrences VALUES (?,?,?,?)",
-                (d.id, "baseline:" + bkey, d.event_id, d.event_time),
-            )
+            self._occurrence(d, "baseline:" + bkey)
             self.out.suppressed_drifts.add(d.id)
             self.bump("drifts.suppressed")
             return
         key = lifecycle.dedup_key(d)
         open_row = db.execute(
-            "SELECT id, occurrences, last_seen FROM drifts WHERE dedup_key = ? AND status != "
-            "'resolved' ORDER BY n DESC LIMIT 1",
+            "SELECT id, occurrences, last_seen, actors, actor_count FROM drifts"
+            " WHERE dedup_key = ? AND status != 'resolved' ORDER BY n DESC LIMIT 1",
             (key,),
         ).fetchone()
         if open_row is not None:
-            m = lifecycle.merge(d, *open_row)
-            db.execute(
-                "UPDATE drifts SET occurrences = occurrences + 1, last_seen = ?, "
-                "updated_at = ? WHERE id = ?",
-                (m.last_seen, d.detected_at, m.parent),
-            )
-            db.execute(
-                "INSERT INTO occurrences VALUES (?,?,?,?)",
-                (d.id, m.parent, d.event_id, d.event_time),
-            )
-            self.out.merges.append(m)
-            self.bump("drifts.merged")
+            self._merge(d, *open_row)
             return
         self._insert_drift(d, key)
+
+    def _occurrence(self, d: Drift, parent: str) -> None:
+        a = d.actor
+        self.db.execute(
+            "INSERT INTO occurrences (drift_id, parent, event_id, seen_at, actor_key, user_name,"
+            " arn, source_ip) VALUES (?,?,?,?,?,?,?,?)",
+            (d.id, parent, d.event_id, d.event_time, a.key, a.user_name, a.arn, d.source_ip),
+        )
+
+    def _merge(
+        self,
+        d: Drift,
+        parent: str,
+        occurrences: int,
+        last_seen: str | None,
+        actors: str | None,
+        actor_count: int,
+    ) -> None:
+        db = self.db
+        kept = orjson.loads(actors) if actors else []
+        # The list is bounded: an actor missing from a full one may still have been seen.
+        seen = len(kept) >= lifecycle.MAX_ACTORS and (
+            db.execute(
+                "SELECT 1 FROM occurrences WHERE parent = ? AND actor_key = ? LIMIT 1",
+                (parent, d.actor.key),
+            ).fetchone()
+            is not None
+        )
+        m = lifecycle.merge(d, parent, occurrences, last_seen, kept, actor_count, seen)
+        db.execute(
+            "UPDATE drifts SET occurrences = occurrences + 1, last_seen = ?, updated_at = ?,"
+            " actors = ?, actor_count = ? WHERE id = ?",
+            (m.last_seen, d.detected_at, orjson.dumps(m.actors).decode(), m.actor_count, parent),
+        )
+        self._occurrence(d, parent)
+        self.out.merges.append(m)
+        change: dict[str, Any] = {
+            "reason": "occurrence",
+            "event_id": m.event_id,
+            "occurrences": m.occurrences,
+            "last_seen": m.last_seen,
+        }
+        if m.new_actor is not None:
+            change["new_actor"] = m.new_actor
+        self.out.updates.append(DriftUpdated(self._row(parent), change))
+        self.bump("drifts.merged")
+
+    def _row(self, drift_id: str) -> dict[str, Any]:
+        row = self.db.execute(f"SELECT {DRIFT_COLS} FROM drifts WHERE id = ?", (drift_id,))
+        return drift_row(row.fetchone())
 
     def _insert_drift(self, d: Drift, key: str) -> None:
         db = self.db
@@ -194,7 +240,7 @@ class Writer:
             "INSERT INTO drifts (id, event_id, kind, severity, category, provider,"
             " resource_type, resource_id, resource_address, field, actor, status, event_time,"
             " detected_at, body, occurrences, last_seen, updated_at, dedup_key, drift_type,"
-            " facet) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,1,?,?,?,?,?)",
+            " facet, actors) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,1,?,?,?,?,?,?)",
             (
                 d.id,
                 d.event_id,
@@ -216,6 +262,7 @@ class Writer:
                 key,
                 dtype,
                 facet,
+                orjson.dumps([lifecycle.actor_entry(d)]).decode(),
             ),
         )
         self.bump_facet(facet, cur.lastrowid or 0, d.event_time, 1, days=True)
@@ -262,6 +309,14 @@ class Writer:
         self.bump(f"drifts.status.{change.status}")
         current["status"] = change.status
         current["updated_at"] = at
+        moved = {
+            "reason": "status",
+            "status": change.status,
+            "previous_status": old,
+            "updated_at": at,
+            "baseline_captured": change.capture_baseline,
+        }
+        self.out.updates.append(DriftUpdated(dict(current), moved))
         if change.capture_baseline:
             key = lifecycle.target_key(
                 current["provider"],
@@ -281,9 +336,6 @@ class Writer:
                 ),
             )
             current["baseline_captured"] = True
-        self.out.moves.append(
-            StatusMoved(change.drift_id, change.status, old, at, change.capture_baseline)
-        )
         return current
 
     def _flush_counters(self) -> None:
