@@ -10,6 +10,7 @@ response bodies, drifts and alerts all pass here.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -51,6 +52,8 @@ _ENTRY_NAMES = ("key", "Key", "name", "Name")
 _ENTRY_VALUES = ("value", "Value")
 
 
+# Names repeat (policy keys, tag keys): remembered, a drift's values cost a dict walk.
+@functools.lru_cache(maxsize=8192)
 def is_secret_name(name: str) -> bool:
     """A well-known secret name (password, secret, private_key, token, ...)."""
     low = _SEPARATORS.sub("_", _CAMEL.sub("_", name)).lower()
