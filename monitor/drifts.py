@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from monitor.noise import CustomRule, Noise
-from monitor.tfstate import REDACTED, ResourceInstance, StateLabel, is_secret_name
+from monitor.redact import REDACTED, is_secret_name, redact
+from monitor.tfstate import ResourceInstance, StateLabel
 from monitor.types import ChangeEvent, Drift, DriftKind
 from rules.catalogue import EventRule
 from rules.severity import SeverityRules
@@ -57,13 +58,15 @@ class DriftFactory:
         detected_at: str,
     ) -> Drift:
         """One drift of `kind` on (`rtype`, `rid`), declared as `inst` (None: unmanaged)."""
-        if (
-            field is not None
-            and inst is not None
-            and (inst.is_sensitive(field) or is_secret_name(field))
+        # The one boundary: the store, the hub, the graph and the API all see these values.
+        if field is not None and (
+            any(is_secret_name(part) for part in field.split("."))
+            or (inst is not None and inst.is_sensitive(field))
         ):
             old = REDACTED if old is not None else None
             new = REDACTED if new is not None else None
+        else:
+            old, new = redact(old), redact(new)
         category = rule.category if rule else "other"
         custom = self._custom(event, rtype, field, inst)
         if custom is not None and custom.category:

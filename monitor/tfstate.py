@@ -12,21 +12,10 @@ from typing import Any
 
 import orjson
 
+from monitor.redact import is_secret_name, redact
 from rules.values import canon_key
 
 SUPPORTED_VERSION = 4
-REDACTED = "(sensitive)"
-_SECRET = re.compile(
-    r"(^|_)(password|passwd|secret|private_key|token|credentials?|api_key|auth_key|key_material"
-    r"|ses_smtp_password(_v4)?|connection_string|sas|access_key_secret)($|_)"
-)
-# Password-policy settings (a length, an age, a reuse count) are not secrets either.
-_NOT_SECRET_SUFFIX = (
-    *("_arn", "_id", "_ids", "_name", "_names", "_arns", "_enabled", "_type"),
-    *("_length", "_age", "_prevention"),
-)
-# Settings named after a secret without holding one (automount_service_account_token).
-_NOT_SECRET_PREFIX = ("automount_", "enable_", "disable_", "allow_", "require_", "use_")
 _TF_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
 PROVIDER_NAMES = {
     "aws": "aws",
@@ -39,32 +28,6 @@ PROVIDER_NAMES = {
 
 class StateError(ValueError):
     """A state file could not be used; the message names the file and the problem."""
-
-
-def is_secret_name(name: str) -> bool:
-    """A well-known secret attribute name (password, secret, private_key, token, ...)."""
-    low = name.lower()
-    return (
-        bool(_SECRET.search(low))
-        and not low.endswith(_NOT_SECRET_SUFFIX)
-        and not low.startswith(_NOT_SECRET_PREFIX)
-    )
-
-
-def redact(value: Any, sensitive: frozenset[str] = frozenset()) -> Any:
-    """A copy of an attributes mapping with sensitive and secret-named values replaced."""
-    if isinstance(value, dict):
-        return {
-            k: (
-                REDACTED
-                if (k in sensitive or is_secret_name(k)) and v not in (None, "", [], {})
-                else redact(v)
-            )
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any, Final, Protocol
 
 from monitor.actors import UNKNOWN_ACTOR, Actor, actor_from_identity, text
+from monitor.redact import redact
 from monitor.tfstate import StateLabel
 from rules.catalogue import Severity
 
@@ -252,7 +253,8 @@ class FalcoAlert:
             "source": self.source,
             "hostname": self.hostname,
             "tags": list(self.tags),
-            "output_fields": self.output_fields,
+            # Every way an alert leaves the process goes through here.
+            "output_fields": redact(self.output_fields),
         }
 
 

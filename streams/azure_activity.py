@@ -43,10 +43,10 @@ from typing import Any
 
 import orjson
 
+from monitor.redact import redact
 from monitor.types import ChangeEvent, DecodeError
 from streams.cloudtrail import content_id
 from streams.fields import decode_each, text
-from streams.gcp_audit import redact_secret_fields
 from streams.timefmt import normalise_time
 
 PROVIDER = "azure"
@@ -253,8 +253,8 @@ def decode_record(rec: Any) -> ChangeEvent:
         "resourceIds": [i for i in (resource_id, parent_id) if i],
         "resourceGroup": text(rec.get("resourceGroupName")) or _resource_group(resource_id),
         "name": resource_id.rstrip("/").rsplit("/", 1)[-1] if resource_id else None,
-        "requestBody": redact_secret_fields(request_body),
-        "properties": redact_secret_fields(rest),
+        "requestBody": redact(request_body),
+        "properties": redact(rest),
     }
     http = rec.get("httpRequest")
     http = http if isinstance(http, dict) else {}
@@ -282,9 +282,7 @@ def decode_record(rec: Any) -> ChangeEvent:
         "sourceIPAddress": text(rec.get("callerIpAddress")) or text(http.get("clientIpAddress")),
         "userAgent": None,
         "requestParameters": request,
-        "responseElements": redact_secret_fields(response_body)
-        if isinstance(response_body, dict)
-        else None,
+        "responseElements": redact(response_body) if isinstance(response_body, dict) else None,
         "additionalEventData": extra,
         "readOnly": _read_only(operation),
         "recipientAccountId": text(rec.get("subscriptionId")) or _subscription(resource_id),

@@ -42,6 +42,7 @@ from typing import Any
 
 import orjson
 
+from monitor.redact import redact
 from monitor.types import ChangeEvent, DecodeError
 from streams.cloudtrail import content_id
 from streams.fields import decode_each, text
@@ -51,7 +52,6 @@ PROVIDER = "gcp"
 AUDIT_LOG_TYPE = "type.googleapis.com/google.cloud.audit.AuditLog"
 NOT_AUDIT = "not a Cloud Audit Log entry"
 OPERATION_CONTINUATION = "not the first entry of an operation"
-REDACTED = "(sensitive)"
 # google.rpc.Code
 RPC_CODES = {
     1: "CANCELLED",
@@ -85,47 +85,12 @@ _READ_VERBS = (
     "fetch",
     "check",
 )
-_SECRET_KEY = re.compile(
-    r"(password|passwd|secret|privatekey|private_key|token|credential|apikey|api_key"
-    r"|connectionstring|connection_string|sharedkey|shared_key|accesskey|access_key"
-    r"|sastoken|keymaterial|key_material)",
-    re.IGNORECASE,
-)
-_NOT_SECRET_KEY = re.compile(
-    r"(name|id|ids|type|enabled|arn|uri|url|version|expiry|expiration|ttl|lifetime|policy)$",
-    re.IGNORECASE,
-)
 _RELATIVE_START = re.compile(r"(?:^|/)(projects|organizations|folders|namespaces|locations)/")
 _SERVICE_AGENT_DOMAINS = (
     "cloudservices.gserviceaccount.com",
     "system.gserviceaccount.com",
     "containerregistry.gserviceaccount.com",
 )
-
-
-def redact_secret_fields(value: Any) -> Any:
-    """A copy with what secret-named keys (password, privateKey, token, ...) hold hidden.
-
-    Flags and numbers stay (`automountServiceAccountToken: false` is no secret); text and
-    nested values under such a key are replaced whole.
-    """
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if (
-                isinstance(key, str)
-                and isinstance(item, (str, dict, list))
-                and item not in ("", [], {})
-                and _SECRET_KEY.search(key)
-                and not _NOT_SECRET_KEY.search(key)
-            ):
-                out[key] = REDACTED
-            else:
-                out[key] = redact_secret_fields(item)
-        return out
-    if isinstance(value, list):
-        return [redact_secret_fields(v) for v in value]
-    return value
 
 
 def is_gcp_audit_entry(doc: Any) -> bool:
@@ -326,7 +291,7 @@ def decode_entry(entry: Any) -> ChangeEvent:
     }
     for key in ("serviceData", "metadata"):
         if isinstance(payload.get(key), dict):
-            extra[key] = redact_secret_fields(payload[key])
+            extra[key] = redact(payload[key])
     if isinstance(operation, dict):
         extra["operation"] = {k: operation.get(k) for k in ("id", "producer", "first", "last")}
     record: dict[str, Any] = {
@@ -338,8 +303,8 @@ def decode_entry(entry: Any) -> ChangeEvent:
         "userIdentity": _identity(payload, project),
         "sourceIPAddress": text(metadata.get("callerIp")),
         "userAgent": text(metadata.get("callerSuppliedUserAgent")),
-        "requestParameters": {**redact_secret_fields(request), "resourceName": resource_name},
-        "responseElements": redact_secret_fields(response) if response else None,
+        "requestParameters": {**redact(request), "resourceName": resource_name},
+        "responseElements": redact(response) if response else None,
         "additionalEventData": extra,
         "readOnly": _read_only(method),
         "recipientAccountId": project,

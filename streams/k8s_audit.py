@@ -37,10 +37,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from monitor.redact import REDACTED, redact
 from monitor.types import ChangeEvent, DecodeError
 from streams.cloudtrail import content_id
 from streams.fields import decode_each, text
-from streams.gcp_audit import redact_secret_fields
 from streams.timefmt import normalise_time
 
 PROVIDER = "kubernetes"
@@ -48,7 +48,6 @@ CORE_GROUP = "k8s.io"
 COMPLETED_STAGE = "ResponseComplete"
 NOT_COMPLETED = "not a completed request"
 NOT_AUDIT = "not a Kubernetes audit event"
-REDACTED = "(sensitive)"
 READ_VERBS = frozenset({"get", "list", "watch"})
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 # Resources without a namespace: Terraform ids them by name alone. (The API server puts the
@@ -183,9 +182,9 @@ def _redact(obj: Any, resource: str) -> Any:
         obj = _redact_secret(obj)
     if resource == "configmaps" or obj.get("kind") == "ConfigMap":
         keep = {k: obj[k] for k in ("data", "binaryData") if k in obj}
-        rest = redact_secret_fields({k: v for k, v in obj.items() if k not in keep})
+        rest = redact({k: v for k, v in obj.items() if k not in keep})
         return {**rest, **keep}
-    redacted: dict[str, Any] = redact_secret_fields(obj)
+    redacted: dict[str, Any] = redact(obj)
     return redacted
 
 

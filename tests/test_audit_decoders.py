@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
+from monitor.redact import REDACTED, redact
 from monitor.types import ChangeEvent, DecodeError
 from streams.azure_activity import (
     NOT_ACTIVITY,
@@ -35,7 +36,6 @@ from streams.gcp_audit import (
     decode_entry,
     decode_gcp_audit,
     is_gcp_audit_entry,
-    redact_secret_fields,
     resource_names,
 )
 from streams.k8s_audit import (
@@ -43,7 +43,6 @@ from streams.k8s_audit import (
 )
 from streams.k8s_audit import (
     NOT_COMPLETED,
-    REDACTED,
     decode_event,
     decode_k8s_audit,
     is_k8s_audit_event,
@@ -551,7 +550,7 @@ def test_gcp_secret_fields_hidden() -> None:
     assert "hunter2" not in text and "LS0tLS1CRUdJTi" not in text
     assert event.request and event.request["tokenLifetime"] == "3600s"
     assert event.request["kmsKeyName"].endswith("cryptoKeys/k")
-    assert redact_secret_fields([{"clientSecret": "x"}]) == [{"clientSecret": "(sensitive)"}]
+    assert redact([{"clientSecret": "x"}]) == [{"clientSecret": REDACTED}]
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,8 @@ import pytest
 
 from monitor.clock import fixed_clock
 from monitor.detect import Detector
-from monitor.tfstate import REDACTED, StateIndex, parse_state
+from monitor.redact import REDACTED
+from monitor.tfstate import StateIndex, parse_state
 from monitor.types import DriftKind, SkipReason
 from rules.catalogue import load_catalogue
 from rules.severity import load_severity

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from monitor.redact import REDACTED
 from monitor.tfstate import (
-    REDACTED,
     StateError,
     StateIndex,
     load_state_file,

@@ -4,24 +4,36 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 
-import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Match, Route, WebSocketRoute
 from starlette.types import ASGIApp
 
 from monitor.auth import Permission
-from web import auth_routes, graph, ingest, live, live_ws, noise_routes, rest, state_sources
+from monitor.store import StorageFault, storage_fault
+from web import (
+    auth_routes,
+    graph,
+    health,
+    ingest,
+    live,
+    live_ws,
+    noise_routes,
+    rest,
+    state_sources,
+)
 from web.access import guard, guard_ws, guarded_stream
 from web.envelope import ApiError, JSONResponse, error
-from web.facade import Api
-from web.openapi import SPEC
+from web.facade import Api, api_of
+from web.openapi import spec_for
+from web.query import strict
 from web.security import SecurityMiddleware
 from web.sessions import Security
 from web.transport import ServerSend
@@ -30,7 +42,7 @@ log = logging.getLogger("driftline.web")
 
 
 async def openapi(request: Request) -> Response:
-    return JSONResponse(SPEC)
+    return JSONResponse(spec_for(api_of(request).graph.limits))
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -46,19 +58,43 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         exc.status_code, "BAD_REQUEST" if exc.status_code < 500 else "INTERNAL_ERROR"
     )
     message = "no such endpoint: " + request.url.path if exc.status_code == 404 else str(exc.detail)
-    return error(code, message, exc.status_code)
+    response = error(code, message, exc.status_code)
+    if exc.status_code == 405:
+        # RFC 9110: a 405 lists the methods the resource has (from every route of the path).
+        response.headers["Allow"] = _allowed(request)
+    return response
+
+
+def _allowed(request: Request) -> str:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match != Match.NONE:
+                methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
+async def _storage_fault(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StorageFault)
+    # Nothing of the request was stored: the sender keeps it and retries later.
+    if exc.full:
+        return error("INSUFFICIENT_STORAGE", f"not stored: {exc}", 507)
+    return error("SERVICE_UNAVAILABLE", f"not stored: {exc}", 503)
+
+
+async def _sqlite_error(request: Request, exc: Exception) -> Response:
+    # From a store of the data dir other than the drifts' (the API keys, the audit log).
+    fault = storage_fault(exc, "data dir")
+    if fault is None:
+        raise exc  # a bug: the 500 handler logs it
+    log.error("%s %s: %s", request.method, request.url.path, fault)
+    return await _storage_fault(request, fault)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error("INTERNAL_ERROR", "internal error; see the server log", 500)
-
-
-async def public_health(request: Request) -> Response:
-    """`/health` for anyone (load balancers): the status and nothing else."""
-    full = await rest.health(request)
-    status = orjson.loads(bytes(full.body))["data"]["status"]
-    return JSONResponse({"success": True, "data": {"status": status}}, full.status_code)
 
 
 R, L, IN, A, S, P = (
@@ -72,18 +108,21 @@ R, L, IN, A, S, P = (
 
 
 def routes() -> list[Route | WebSocketRoute]:
-    """Every route with the permission it needs (web.access); writes name their audit action."""
+    """Every route with the permission it needs (web.access); writes name their audit action.
+    Every GET takes only the query parameters its /openapi.json entry names (web.query)."""
     return [
-        Route("/health", guard(P, public_health)),
-        Route("/api/v1/health", guard(R, rest.health)),
-        Route("/api/v1/state", guard(R, rest.state_meta)),
-        Route("/api/v1/state/resources", guard(R, rest.state_resources)),
-        Route("/api/v1/state/resources/{address:path}", guard(R, rest.state_resource)),
-        Route("/api/v1/events", guard(R, rest.events)),
-        Route("/api/v1/events/{id}", guard(R, rest.event)),
-        Route("/api/v1/drifts", guard(R, rest.drifts)),
-        Route("/api/v1/drifts/summary", guard(R, rest.drift_summary)),
-        Route("/api/v1/drifts/{id}", guard(R, rest.drift)),
+        Route("/livez", guard(P, strict(health.livez))),
+        Route("/readyz", guard(P, strict(health.readyz))),
+        Route("/health", guard(P, strict(health.health_status))),
+        Route("/api/v1/health", guard(R, strict(health.health))),
+        Route("/api/v1/state", guard(R, strict(rest.state_meta))),
+        Route("/api/v1/state/resources", guard(R, strict(rest.state_resources))),
+        Route("/api/v1/state/resources/{address:path}", guard(R, strict(rest.state_resource))),
+        Route("/api/v1/events", guard(R, strict(rest.events))),
+        Route("/api/v1/events/{id}", guard(R, strict(rest.event))),
+        Route("/api/v1/drifts", guard(R, strict(rest.drifts))),
+        Route("/api/v1/drifts/summary", guard(R, strict(rest.drift_summary))),
+        Route("/api/v1/drifts/{id}", guard(R, strict(rest.drift))),
         Route(
             "/api/v1/drifts/{id}",
             guard(L, rest.patch_drift, "drift.update"),
@@ -94,8 +133,8 @@ def routes() -> list[Route | WebSocketRoute]:
             guard(L, rest.resolve_drift, "drift.resolve"),
             methods=["POST"],
         ),
-        Route("/api/v1/stats", guard(R, rest.stats)),
-        Route("/api/v1/dead-letters", guard(R, rest.dead_letters)),
+        Route("/api/v1/stats", guard(R, strict(rest.stats))),
+        Route("/api/v1/dead-letters", guard(R, strict(rest.dead_letters))),
         *(
             Route(path, guard(IN, handler, "ingest." + fmt), methods=["POST"])
             for path, handler, fmt in (
@@ -106,13 +145,13 @@ def routes() -> list[Route | WebSocketRoute]:
                 ("/api/v1/ingest/azure-activity", ingest.azure_activity, "azure_activity"),
             )
         ),
-        Route("/api/v1/stream", guarded_stream(live.stream)),
-        *(Route(r.path, guard(R, r.endpoint)) for r in graph.ROUTES),
-        Route("/api/v1/auth/whoami", guard(R, auth_routes.whoami)),
+        Route("/api/v1/stream", guarded_stream(strict(live.stream))),
+        *(Route(r.path, guard(R, strict(r.endpoint))) for r in graph.ROUTES),
+        Route("/api/v1/auth/whoami", guard(R, strict(auth_routes.whoami))),
         Route("/api/v1/auth/session", guard(S, auth_routes.start_session), methods=["POST"]),
         Route("/api/v1/auth/session", guard(S, auth_routes.end_session), methods=["DELETE"]),
         Route("/api/v1/auth/ticket", guard(S, auth_routes.ticket), methods=["POST"]),
-        Route("/api/v1/api-keys", guard(A, auth_routes.list_keys)),
+        Route("/api/v1/api-keys", guard(A, strict(auth_routes.list_keys))),
         Route(
             "/api/v1/api-keys",
             guard(A, auth_routes.create_key, "api_key.create"),
@@ -123,7 +162,7 @@ def routes() -> list[Route | WebSocketRoute]:
             guard(A, auth_routes.revoke_key, "api_key.revoke"),
             methods=["DELETE"],
         ),
-        Route("/api/v1/state-sources", guard(A, state_sources.list_sources)),
+        Route("/api/v1/state-sources", guard(A, strict(state_sources.list_sources))),
         Route(
             "/api/v1/state-sources",
             guard(A, state_sources.create_source, "state_source.create"),
@@ -135,9 +174,9 @@ def routes() -> list[Route | WebSocketRoute]:
             methods=["DELETE"],
         ),
         *_noise_routes(),
-        Route("/api/v1/audit-log", guard(A, auth_routes.audit_log)),
-        Route("/api/v1/audit-log/verify", guard(A, auth_routes.audit_verify)),
-        Route("/openapi.json", guard(R, openapi)),
+        Route("/api/v1/audit-log", guard(A, strict(auth_routes.audit_log))),
+        Route("/api/v1/audit-log/verify", guard(A, strict(auth_routes.audit_verify))),
+        Route("/openapi.json", guard(R, strict(openapi))),
         WebSocketRoute("/ws", guard_ws(R, live_ws.websocket)),
     ]
 
@@ -145,14 +184,14 @@ def routes() -> list[Route | WebSocketRoute]:
 def _noise_routes() -> list[Route]:
     """Suppressions are an analyst's; rules and apply principals are configuration."""
     n = noise_routes
-    out = [Route("/api/v1/rules", guard(R, n.rules))]
+    out = [Route("/api/v1/rules", guard(R, strict(n.rules)))]
     for path, kind, audit, read, write in (
         ("/api/v1/suppressions", "suppression", "suppression", L, L),
         ("/api/v1/custom-rules", "custom_rule", "custom_rule", R, A),
         ("/api/v1/disabled-rules", "disabled_rule", "disabled_rule", R, A),
     ):
         out += [
-            Route(path, guard(read, n.list_items(kind))),
+            Route(path, guard(read, strict(n.list_items(kind)))),
             Route(path, guard(write, n.create_item(kind), audit + ".create"), methods=["POST"]),
             Route(
                 path + "/{id}",
@@ -170,7 +209,7 @@ def _noise_routes() -> list[Route]:
             )
     principals = "/api/v1/apply-principals"
     out += [
-        Route(principals, guard(R, n.list_items("apply_principal"))),
+        Route(principals, guard(R, strict(n.list_items("apply_principal")))),
         Route(
             principals,
             guard(A, n.create_item("apply_principal"), "apply_principal.create"),
@@ -218,6 +257,8 @@ def create_app(api: Api) -> Starlette:
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,
+            StorageFault: _storage_fault,
+            sqlite3.Error: _sqlite_error,
             Exception: _internal_error,
         },
         lifespan=lifespan,

@@ -67,8 +67,8 @@ class HealthCounters:
     seq: int
     published: int
     lagged_disconnects: int
-    records: int
-    rejected: int
+    http_records: int  # records that came in over the HTTP ingest endpoints (only)
+    http_rejected: int
 
 
 class Ingest(Protocol):
@@ -111,6 +111,7 @@ class Health(Protocol):
 
     def counters(self) -> HealthCounters: ...
     async def last_seq(self) -> int: ...
+    async def store_fault(self) -> str | None: ...
 
 
 class Live(Protocol):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from graph.model import EDGE_TYPES, NODE_TYPES, GraphLimits
+from monitor.filters import KEYS as FILTER_KEYS
 from web.envelope import DRIFT_KINDS, DRIFT_STATUSES, MAX_PAGE, SEVERITIES
 from web.openapi_auth import secure
 from web.openapi_noise import PATHS as NOISE_PATHS
 
+# The document states the default graph caps; `spec_for` gives the running ones.
+LIMITS = GraphLimits()
 PAGE = [
     {
         "name": "page",
@@ -25,8 +30,37 @@ PAGE = [
 def _q(name: str, desc: str, enum: list[str] | None = None) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string"}
     if enum:
-        schema["enum"] = enum
+        schema["enum"] = [*enum, ""]  # empty is no filter, as if not given
     return {"name": name, "in": "query", "description": desc, "schema": schema}
+
+
+def _time(name: str) -> dict[str, Any]:
+    """`since` / `until`: what the server parses (RFC 3339 or epoch seconds), nothing looser."""
+    bound = "lower" if name == "since" else "upper"
+    return {
+        "name": name,
+        "in": "query",
+        "description": f"time {bound} bound: RFC 3339 (ISO 8601) or epoch seconds",
+        "schema": {
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "string", "pattern": "^[0-9]{1,10}$"},
+                {"const": ""},  # no bound, as if not given
+            ]
+        },
+    }
+
+
+def _types(desc: str, names: tuple[str, ...]) -> dict[str, Any]:
+    """A filter taking several values, repeated or comma-separated; they are alternatives."""
+    return {
+        "name": "type",
+        "in": "query",
+        "description": desc + " (repeat the parameter or separate by commas: any of them)",
+        "style": "form",
+        "explode": True,
+        "schema": {"type": "array", "items": {"type": "string", "enum": [*names, ""]}},
+    }
 
 
 def _p(name: str, desc: str) -> dict[str, Any]:
@@ -44,6 +78,10 @@ ERROR = {
     "description": "error envelope",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
 }
+NOT_OK = {
+    "description": "not ok (or not ready): the same body, whose status says why",
+    "content": {"application/json": {"schema": ENVELOPE}},
+}
 
 
 def _get(
@@ -56,7 +94,8 @@ def _get(
         }
     }
     for code in errors:
-        responses[str(code)] = ERROR
+        # Only the health routes answer 503 from a GET, with their usual body.
+        responses[str(code)] = NOT_OK if code == 503 else ERROR
     return {"get": {"summary": summary, "parameters": params or [], "responses": responses}}
 
 
@@ -138,6 +177,8 @@ def _ingest(summary: str) -> dict[str, Any]:
                         }
                     },
                 },
+                "503": {**ERROR, "description": "not stored: the database file is unusable"},
+                "507": {**ERROR, "description": "not stored: the disk is full"},
             },
         }
     }
@@ -152,8 +193,8 @@ DRIFT_FILTERS = [
     _q("provider", "cloud provider", ["aws", "gcp", "azure", "kubernetes"]),
     _q("resource_id", "cloud resource id"),
     _q("type", "drift type (from the rule category)", ["configuration", "security", "compliance"]),
-    _q("since", "event time lower bound (ISO 8601)"),
-    _q("until", "event time upper bound (ISO 8601)"),
+    _time("since"),
+    _time("until"),
     _q(
         "suppressed",
         "true: the drifts a suppression held back (with suppressed_by), page and limit only",
@@ -171,8 +212,18 @@ SPEC: dict[str, Any] = {
         "/api/v1/stream); extensions are additive.",
     },
     "paths": {
-        "/health": _get("Status only, for load balancers (no credentials)", errors=()),
-        "/api/v1/health": _get("Health with per-component detail", errors=()),
+        "/livez": _get("Liveness: 200 while the process serves", errors=()),
+        "/readyz": _get(
+            "Readiness: 503 unless the state is loaded, the store takes writes and every "
+            "configured source is connected; `checks` says which",
+            errors=(503,),
+        ),
+        "/health": _get(
+            "Status only (ok, degraded, failed), for load balancers (no credentials); "
+            "503 unless ok",
+            errors=(503,),
+        ),
+        "/api/v1/health": _get("Health with per-component detail; 503 unless ok", errors=(503,)),
         "/api/v1/state": _get("Terraform state metadata", errors=()),
         "/api/v1/state/resources": _get(
             "Managed resources (secrets redacted)", [*PAGE, _q("type", "resource type")]
@@ -189,8 +240,8 @@ SPEC: dict[str, Any] = {
                 _q("severity", "severity", [*SEVERITIES, "info"]),
                 _q("provider", "provider", ["aws", "gcp", "azure", "kubernetes", "host"]),
                 _q("type", "event type", ["cloudtrail", "falco"]),
-                _q("since", "time lower bound"),
-                _q("until", "time upper bound"),
+                _time("since"),
+                _time("until"),
             ],
         ),
         "/api/v1/events/{id}": _get(
@@ -291,6 +342,10 @@ SPEC: dict[str, Any] = {
                 "parameters": [
                     _q("topics", "comma-separated: all, drifts, events, state, stats"),
                     _q("last_event_id", "resume point when the header cannot be set"),
+                    *(
+                        _q(key, "filter: comma-separated values, any of them matches")
+                        for key in FILTER_KEYS
+                    ),
                 ],
                 "responses": {"200": {"description": "text/event-stream"}, "400": ERROR},
             }
@@ -308,34 +363,32 @@ SPEC: dict[str, Any] = {
         "/api/v1/graph": _get(
             "The causal graph as Cytoscape elements {nodes, edges} (capped; `truncated` says so)",
             [
-                _q(
-                    "type",
-                    "node types, comma-separated: resource, drift, event, falco, actor, unmanaged",
-                ),
-                _q("since", "time lower bound"),
-                _q("until", "time upper bound"),
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                _types("node types", NODE_TYPES),
+                _time("since"),
+                _time("until"),
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": LIMITS.max_elements},
+                },
             ],
         ),
         "/api/v1/graph/nodes": _get(
             "Graph nodes, paginated",
             [
                 *PAGE,
-                _q("type", "node types, comma-separated"),
-                _q("since", "time lower bound"),
-                _q("until", "time upper bound"),
+                _types("node types", NODE_TYPES),
+                _time("since"),
+                _time("until"),
             ],
         ),
         "/api/v1/graph/edges": _get(
             "Graph edges, paginated",
             [
                 *PAGE,
-                _q(
-                    "type",
-                    "edge labels: depends_on, performed, caused, affects, related, followed_by",
-                ),
-                _q("since", "time lower bound"),
-                _q("until", "time upper bound"),
+                _types("edge labels", EDGE_TYPES),
+                _time("since"),
+                _time("until"),
             ],
         ),
         "/api/v1/graph/nodes/{id}": _get(
@@ -357,13 +410,26 @@ SPEC: dict[str, Any] = {
             "Blast radius: what depends on a resource, up to `depth` hops",
             [
                 _p("id", "resource node id or address"),
-                {"name": "depth", "in": "query", "schema": {"type": "integer"}},
+                {
+                    "name": "depth",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": LIMITS.max_impact_depth},
+                },
             ],
             (400, 404),
         ),
         "/api/v1/graph/path": _get(
             "Shortest path between two nodes",
-            [_q("from", "node id"), _q("to", "node id")],
+            [
+                {
+                    "name": end,
+                    "in": "query",
+                    "required": True,
+                    "description": "node id",
+                    "schema": {"type": "string", "minLength": 1},
+                }
+                for end in ("from", "to")
+            ],
             (400, 404),
         ),
         "/api/v1/graph/stats": _get("Node and edge counts by type", errors=()),
@@ -402,6 +468,8 @@ SPEC: dict[str, Any] = {
                                     "UNSUPPORTED_MEDIA_TYPE",
                                     "REQUEST_TIMEOUT",
                                     "UNPROCESSABLE_ENTITY",
+                                    "SERVICE_UNAVAILABLE",
+                                    "INSUFFICIENT_STORAGE",
                                 ],
                             },
                             "message": {"type": "string"},
@@ -412,6 +480,25 @@ SPEC: dict[str, Any] = {
         }
     },
 }
+
+
+def spec_for(limits: GraphLimits) -> dict[str, Any]:
+    """SPEC with the graph caps a running server enforces (they are configurable)."""
+    if (limits.max_elements, limits.max_impact_depth) == (
+        LIMITS.max_elements,
+        LIMITS.max_impact_depth,
+    ):
+        return SPEC
+    spec = copy.deepcopy(SPEC)
+    for path, name, most in (
+        ("/api/v1/graph", "limit", limits.max_elements),
+        ("/api/v1/graph/impact/{id}", "depth", limits.max_impact_depth),
+    ):
+        for param in spec["paths"][path]["get"]["parameters"]:
+            if param["name"] == name:
+                param["schema"]["maximum"] = most
+    return spec
+
 
 SPEC["paths"].update(NOISE_PATHS)
 secure(SPEC)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from monitor.auth import Role
+from web.envelope import MAX_PAGE
 
 _OK = {
     "description": "success envelope",
@@ -40,10 +41,16 @@ SCHEMES: dict[str, Any] = {
 SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"basic": []}, {"session": []}]
 
 
-def _op(summary: str, role: str, ok: str = "200", **extra: Any) -> dict[str, Any]:
+def _op(
+    summary: str,
+    role: str,
+    ok: str = "200",
+    responses: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     return {
         "summary": f"{summary} (role: {role})",
-        "responses": {ok: _OK, "400": _ERR, **_DENIED},
+        "responses": {ok: _OK, "400": _ERR, **_DENIED, **(responses or {})},
         **extra,
     }
 
@@ -64,8 +71,20 @@ _JSON_BODY = {
         }
     },
 }
+# What the server parses: RFC 3339 or epoch seconds; empty is no bound.
+TIME = {
+    "anyOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "pattern": "^[0-9]{1,10}$"},
+        {"const": ""},
+    ]
+}
 _PAGE = [
-    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+    {
+        "name": "page",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+    },
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
 ]
 
@@ -97,8 +116,9 @@ PATHS: dict[str, Any] = {
     },
     "/api/v1/api-keys/{id}": {
         "delete": _op(
-            "Revoke a key (its sessions end with it)",
+            "Revoke a key (its sessions end with it); 404 for an unknown id",
             "admin",
+            responses={"404": _ERR},
             parameters=[
                 {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
             ],
@@ -115,15 +135,22 @@ PATHS: dict[str, Any] = {
             requestBody={
                 "required": True,
                 "content": {
-                    "application/json": {"schema": {"type": "object", "required": ["url"]}}
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["url"],
+                            "properties": {"url": {"type": "string", "minLength": 1}},
+                        }
+                    }
                 },
             },
         ),
     },
     "/api/v1/state-sources/{id}": {
         "delete": _op(
-            "Stop watching a source; its resources leave the index",
+            "Stop watching a source; its resources leave the index; 404 for an unknown id",
             "admin",
+            responses={"404": _ERR},
             parameters=[
                 {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
             ],
@@ -142,8 +169,7 @@ PATHS: dict[str, Any] = {
                     "description": "key id or name",
                 },
                 {"name": "action", "in": "query", "schema": {"type": "string"}},
-                {"name": "since", "in": "query", "schema": {"type": "string"}},
-                {"name": "until", "in": "query", "schema": {"type": "string"}},
+                *({"name": name, "in": "query", "schema": TIME} for name in ("since", "until")),
             ],
         )
     },

@@ -7,6 +7,7 @@ from typing import Any
 
 from monitor.noise import MATCH_KEYS
 from monitor.noise.rules import CUSTOM_KEYS, DISABLED_KEYS, SEVERITIES
+from web.envelope import MAX_LIMIT, MAX_PAGE
 
 _OK = {
     "description": "success envelope",
@@ -16,6 +17,18 @@ _ERR = {
     "description": "error envelope",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
 }
+PAGE = [
+    {
+        "name": "page",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+    },
+]
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
@@ -73,8 +86,7 @@ PATHS: dict[str, Any] = {
             parameters=[
                 {"name": "event", "in": "query", "schema": {"type": "string"}},
                 {"name": "service", "in": "query", "schema": {"type": "string"}},
-                {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                *PAGE,
             ],
         )
     },
@@ -126,8 +138,9 @@ PATHS: dict[str, Any] = {
     "/api/v1/apply-principals": {
         "get": _op("Principals whose changes are Terraform's (source: config or api)", "viewer"),
         "post": _op("Add one: {principal}", "admin", "201", requestBody=_PRINCIPAL),
-        "delete": _op(
-            "Remove one added through the API: {principal}", "admin", requestBody=_PRINCIPAL
-        ),
+        "delete": {
+            **_op("Remove one added through the API: {principal}", "admin", requestBody=_PRINCIPAL),
+            "responses": {"200": _OK, "400": _ERR, "404": _ERR, "409": _ERR},
+        },
     },
 }

@@ -1,4 +1,4 @@
-"""REST endpoints under /api/v1: health, state, events, drifts, stats."""
+"""REST endpoints under /api/v1: state, events, drifts, stats."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from web.envelope import (
     DRIFT_STATUSES,
     SEVERITIES,
     ApiError,
-    JSONResponse,
     choice_param,
     json_object,
     ok,
@@ -24,70 +23,10 @@ from web.envelope import (
     page_params,
     time_param,
 )
-from web.facade import Queries, StateView, api_of
+from web.facade import Queries, api_of
 
 EVENT_TYPES = ("cloudtrail", "falco")
 PROVIDERS = ("aws", "gcp", "azure", "kubernetes", "host")
-
-
-def _state_health(view: StateView) -> dict[str, Any]:
-    return {
-        "status": "degraded" if view.error else "ok",
-        "sources": {
-            s["url"]: {k: s[k] for k in ("id", "status", "error", "last_poll", "last_change")}
-            | {"bad_states": s["bad_states"], "missing": s["missing"]}
-            for s in view.sources
-        },
-        "files": [s.summary() for s in view.states],
-        "resource_count": sum(len(s.managed) for s in view.states),
-        "loaded_at": view.loaded_at,
-        "reloads": view.reloads,
-        "error": view.error,
-    }
-
-
-async def health(request: Request) -> Response:
-    api = api_of(request)
-    state = _state_health(api.state())
-    counters = api.counters()
-    store_ok = True
-    store_error = None
-    try:
-        last = await api.last_seq()
-    except Exception as exc:  # reported, not raised: health must answer
-        store_ok, store_error, last = False, str(exc), None
-    status = "ok" if state["status"] == "ok" and store_ok else "degraded"
-    body = {
-        "status": status,
-        "started_at": counters.started_at,
-        "components": {
-            "state": state,
-            "store": {
-                "status": "ok" if store_ok else "error",
-                "backend": api.settings.store_backend,
-                "last_seq": last,
-                "error": store_error,
-                "commits": counters.store_commits,
-            },
-            "hub": {
-                "status": "ok",
-                "subscribers": counters.subscribers,
-                "seq": counters.seq,
-                "published": counters.published,
-                "lagged_disconnects": counters.lagged_disconnects,
-            },
-            "sources": {
-                "http": {
-                    "status": "ok",
-                    "records": counters.records,
-                    "rejected": counters.rejected,
-                },
-                "demo": {"status": "ok" if api.settings.demo else "off"},
-                **api.source_statuses(),
-            },
-        },
-    }
-    return JSONResponse({"success": True, "data": body}, status_code=200)
 
 
 async def state_meta(request: Request) -> Response:

@@ -32,7 +32,14 @@ from monitor.noise import (
 from monitor.noise.service import NoiseControl
 from monitor.pipeline import Pipeline
 from monitor.statesrc import PollResult, SourceSpec, StateSources, Timing, parse_source
-from monitor.store import DeadLetter, Retention, SqliteStore, Store, StoreSettings
+from monitor.store import (
+    DeadLetter,
+    Retention,
+    SqliteStore,
+    StorageFault,
+    Store,
+    StoreSettings,
+)
 from monitor.tfstate import TfState
 from monitor.types import Clock
 from rules.catalogue import Catalogue
@@ -200,6 +207,15 @@ class Daemon:
         await self._apply_states(PollResult())
         return gone.view()
 
+    async def store_fault(self) -> str | None:
+        """Why the store does not take writes now, or None. After a refused write this tries
+        a small one, so health recovers (and says so) once space returns."""
+        fault = await asyncio.to_thread(self.store.check)
+        if fault is not None or self.pipeline.writer.fault is None:
+            return fault
+        probed = await self.pipeline.writer.probe()
+        return str(probed) if probed is not None else None
+
     async def dead_letter(
         self,
         topic: str,
@@ -245,6 +261,8 @@ class Daemon:
         while True:
             try:
                 await self.prune()
+            except StorageFault:
+                pass  # the store writer logs a fault when it starts and when it ends
             except Exception:  # the pruner must outlive any one failure
                 log.exception("pruner")
             await asyncio.sleep(self.config.prune_interval_seconds)

@@ -11,8 +11,10 @@ import tempfile
 from typing import Any
 
 from monitor.app.config import ConfigError, load_config
+from monitor.app.repeats import quiet_repeats
 from monitor.auth.db import AuthDbError
 from monitor.noise import IgnoreFileError
+from monitor.store import StorageFault
 from monitor.tfstate import StateError
 from rules.catalogue import CatalogueError
 
@@ -171,12 +173,20 @@ def _serve(args: argparse.Namespace) -> int:
             # A demo starts from nothing each time unless told where to keep its data.
             config.data_dir = tempfile.mkdtemp(prefix="driftline-demo-")
         daemon = Daemon(config)
-    except (ConfigError, StateError, CatalogueError, AuthDbError, IgnoreFileError) as exc:
+    except (
+        ConfigError,
+        StateError,
+        CatalogueError,
+        AuthDbError,
+        IgnoreFileError,
+        StorageFault,
+    ) as exc:
         print(f"driftline: error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    quiet_repeats()
     where = f"http://{config.host}:{config.port}"
     print(
         f"driftline: {len(daemon.detector.index)} managed resources from "

@@ -44,6 +44,8 @@ class DaemonApi:
             auth_failures_per_minute=c.auth_failures_per_minute,
             session_hours=c.session_hours,
         )
+        self._http_records = 0
+        self._http_rejected = 0
 
     @property
     def settings(self) -> WebSettings:
@@ -71,7 +73,11 @@ class DaemonApi:
         dead_letters: Sequence[DeadLetter] = (),
         offload: bool = False,
     ) -> IngestResult:
-        return await self.daemon.pipeline.ingest(items, origin, dead_letters, offload)
+        # Only the HTTP endpoints come this way: these counters are HTTP's own.
+        result = await self.daemon.pipeline.ingest(items, origin, dead_letters, offload)
+        self._http_records += result.accepted + result.rejected
+        self._http_rejected += result.rejected
+        return result
 
     async def set_status(self, change: StatusChange) -> Row:
         return await self.daemon.pipeline.set_status(change)
@@ -188,12 +194,15 @@ class DaemonApi:
             seq=d.hub.seq,
             published=d.hub.published,
             lagged_disconnects=d.hub.lagged_total,
-            records=d.pipeline.records,
-            rejected=sum(d.pipeline.rejected.values()),
+            http_records=self._http_records,
+            http_rejected=self._http_rejected,
         )
 
     async def last_seq(self) -> int:
         return await asyncio.to_thread(self.daemon.store.last_seq)
+
+    async def store_fault(self) -> str | None:
+        return await self.daemon.store_fault()
 
     # -- live
 

@@ -6,7 +6,6 @@ store's idempotence on ids makes redelivered input produce nothing new.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -43,8 +42,6 @@ class Pipeline:
             Persist(self.writer),
             Observe(self.observers),
         )
-        self.records = 0
-        self.rejected: Counter[str] = Counter()
 
     @property
     def detector(self) -> Detector:
@@ -75,10 +72,7 @@ class Pipeline:
         work = Work(items, batch, offload=offload)
         for stage in self.stages:
             await stage.run(work)
-        result = work.result
-        self.records += result.accepted + result.rejected
-        self.rejected.update(result.reasons)
-        return result
+        return work.result
 
     async def set_status(self, change: StatusChange) -> dict[str, Any]:
         """Move a drift through its lifecycle; LifecycleError when refused."""

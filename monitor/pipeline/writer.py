@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from monitor.hub import Hub
 from monitor.pipeline.isolate import is_record_fault, write_alone
 from monitor.pipeline.publish import PendingMessage, Publisher
-from monitor.store import Store, WriteBatch, WriteOutcome
+from monitor.store import StorageFault, Store, WriteBatch, WriteOutcome
+
+log = logging.getLogger("driftline.store")
 
 _Entry = tuple[WriteBatch, Sequence[PendingMessage], "asyncio.Future[WriteOutcome]"]
 
@@ -32,6 +35,8 @@ class StoreWriter:
         self._executor: ThreadPoolExecutor | None = None
         self._drain: asyncio.Task[None] | None = None
         self.commits = 0
+        # The storage fault of the last write (disk full, data dir gone), until one succeeds.
+        self.fault: StorageFault | None = None
 
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="driftline-store")
@@ -61,8 +66,15 @@ class StoreWriter:
         self, batches: Sequence[WriteBatch], pending: Sequence[Sequence[PendingMessage]]
     ) -> list[WriteOutcome]:
         """One transaction: statements here, COMMIT on the store's thread, then delivery."""
-        outcomes = self.store.stage(batches, Publisher(self.hub, pending))
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.store.commit_staged)
+        try:
+            outcomes = self.store.stage(batches, Publisher(self.hub, pending))
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.store.commit_staged
+            )
+        except Exception as exc:
+            self._note_fault(exc)
+            raise
+        self._note_fault(None)
         self.commits += 1
         # Commit order is delivery order.
         self.hub.deliver(m for o in outcomes for m in o.messages)
@@ -84,6 +96,36 @@ class StoreWriter:
                 self._settle(group, outcomes, None)
         finally:
             self._drain = None
+
+    async def probe(self) -> StorageFault | None:
+        """Try a small write now (in turn with the groups); the fault it met, or None."""
+        if self._executor is None:
+            raise RuntimeError("store writer is not running")
+        loop = asyncio.get_running_loop()
+        # On the commit thread, which never deadlocks with a group: a group queues its
+        # COMMIT there in the same loop step as its statements take the store's lock.
+        try:
+            await loop.run_in_executor(self._executor, self.store.probe)
+        except StorageFault as exc:
+            self._note_fault(exc)
+            return exc
+        self._note_fault(None)
+        return None
+
+    def _note_fault(self, exc: Exception | None) -> None:
+        """Log storage faults when they start and end, not once per refused write."""
+        if exc is not None and not isinstance(exc, StorageFault):
+            return  # not about storage: says nothing of whether writes are durable
+        fault = exc
+        if (fault is None) == (self.fault is None):
+            if fault is not None:
+                self.fault = fault
+            return
+        if fault is not None:
+            log.error("store writes refused: %s", fault)
+        else:
+            log.warning("store writes again after: %s", self.fault)
+        self.fault = fault
 
     async def _one_by_one(self, group: list[_Entry]) -> None:
         for batch, messages, fut in group:

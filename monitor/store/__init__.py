@@ -5,6 +5,7 @@ backend. A second backend is a sibling module implementing the same protocol.
 """
 
 from monitor.lifecycle import DRIFT_TYPES, LifecycleError
+from monitor.store.faults import as_fault as storage_fault
 from monitor.store.protocol import (
     DeadLetter,
     DriftFilter,
@@ -14,6 +15,7 @@ from monitor.store.protocol import (
     Publisher,
     Retention,
     StatusChange,
+    StorageFault,
     Store,
     StoreSettings,
     WriteBatch,
@@ -34,6 +36,7 @@ __all__ = [
     "Retention",
     "SqliteStore",
     "StatusChange",
+    "StorageFault",
     "Store",
     "StoreSettings",
     "WriteBatch",
@@ -41,4 +44,5 @@ __all__ = [
     "alert_body",
     "drift_payload",
     "event_body",
+    "storage_fault",
 ]

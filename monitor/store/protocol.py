@@ -30,6 +30,15 @@ class StoreSettings:
     dead_letter_max_bytes: int = 1024 * 1024
 
 
+class StorageFault(Exception):
+    """The store cannot make writes durable (disk full, a read-only or removed data dir);
+    the message names the cause and the path. Nothing of the refused write was kept."""
+
+    def __init__(self, message: str, full: bool = False) -> None:
+        super().__init__(message)
+        self.full = full
+
+
 @dataclass(frozen=True, slots=True)
 class StatusChange:
     drift_id: str
@@ -161,6 +170,8 @@ class Store(Protocol):
         self, batches: Sequence[WriteBatch], publish: Publisher | None = None
     ) -> list[WriteOutcome]: ...
     def commit_staged(self) -> None: ...
+    def check(self) -> str | None: ...
+    def probe(self) -> None: ...
     def drifts(self, f: DriftFilter, page: int, limit: int) -> tuple[list[dict[str, Any]], int]: ...
     def drift(self, drift_id: str) -> dict[str, Any] | None: ...
     def drift_detail(self, drift_id: str) -> dict[str, Any] | None: ...

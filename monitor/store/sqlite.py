@@ -17,10 +17,12 @@ from typing import Any
 import orjson
 
 from monitor.store.facets import Facets
+from monitor.store.faults import as_fault, file_fault, identity
 from monitor.store.protocol import (
     DeadLetter,
     MessageRow,
     Publisher,
+    StorageFault,
     StoreSettings,
     WriteBatch,
     WriteOutcome,
@@ -36,18 +38,33 @@ class SqliteStore(SqliteReads):
     def __init__(self, path: str | Path, settings: StoreSettings | None = None) -> None:
         self.path = str(path)
         self.settings = settings or StoreSettings()
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._write_lock = threading.Lock()
-        self._writer = self._connect()
-        with self._write_lock:
-            migrate(self._writer, self.path)
+        try:
+            self._writer = self._open()
+        except (OSError, sqlite3.Error) as exc:
+            # One line naming the path, for the start-up error (not a traceback).
+            raise StorageFault(f"cannot open the store {self.path}: {exc}") from None
+        self._opened = identity(self.path) if self.path != ":memory:" else None
         self._facets = Facets(self._writer)
         self._stop_checkpoints = threading.Event()
         self._checkpointer: threading.Thread | None = None
         # Set by the checkpointer when the WAL has outgrown its limit (see commit_staged).
         self._wal_reset_due = False
+
+    def _open(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = self._connect()
+        with self._write_lock:
+            migrate(conn, self.path)
+        return conn
+
+    def check(self) -> str | None:
+        """Why writes cannot be durable now (the file removed or replaced), or None."""
+        if self.path == ":memory:":
+            return None
+        return file_fault(self.path, self._opened)
 
     def start(self) -> None:
         """Start the checkpoint thread (file stores); idempotent."""
@@ -58,8 +75,11 @@ class SqliteStore(SqliteReads):
         # COMMIT. Durability is unchanged: COMMIT still syncs per `synchronous`.
         self._writer.execute("PRAGMA wal_autocheckpoint=0")
         self._stop_checkpoints.clear()
+        # Opened here: a data dir removed at once is then a start-up error or a store fault,
+        # not a traceback in a thread.
+        conn = self._connect()
         self._checkpointer = threading.Thread(
-            target=self._checkpoints, name=f"checkpoint {self.path}", daemon=True
+            target=self._checkpoints, args=(conn,), name=f"checkpoint {self.path}", daemon=True
         )
         self._checkpointer.start()
 
@@ -72,8 +92,7 @@ class SqliteStore(SqliteReads):
         conn.execute(f"PRAGMA journal_size_limit={self.settings.wal_size_limit}")
         return conn
 
-    def _checkpoints(self) -> None:
-        conn = self._connect()
+    def _checkpoints(self, conn: sqlite3.Connection) -> None:
         try:
             limit = self.settings.wal_size_limit // conn.execute("PRAGMA page_size").fetchone()[0]
             while not self._stop_checkpoints.wait(self.settings.checkpoint_interval):
@@ -113,6 +132,9 @@ class SqliteStore(SqliteReads):
     ) -> list[WriteOutcome]:
         """The statements of `write`, in a transaction left open: `commit_staged` must
         follow (from any thread), and no other write starts until it has."""
+        fault = self.check()
+        if fault is not None:
+            raise StorageFault(fault)
         self._write_lock.acquire()
         db = self._writer
         try:
@@ -127,9 +149,33 @@ class SqliteStore(SqliteReads):
             except BaseException:
                 self._rollback()
                 raise
-        except BaseException:
+        except BaseException as exc:
             self._write_lock.release()
+            self._raise_fault(exc)
             raise
+
+    def probe(self, size: int = 64 * 1024) -> None:
+        """Commit a write that needs `size` bytes of new space (then frees them): raises
+        StorageFault while the disk is still full or the file gone."""
+        fault = self.check()
+        if fault is not None:
+            raise StorageFault(fault)
+        with self._write_lock:
+            db = self._writer
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("INSERT INTO counters VALUES ('store.probe', zeroblob(?))", (size,))
+                db.execute("DELETE FROM counters WHERE name = 'store.probe'")
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                self._raise_fault(exc)
+                raise
+
+    def _raise_fault(self, exc: BaseException) -> None:
+        fault = as_fault(exc, self.path)
+        if fault is not None:
+            raise fault from exc
 
     def _keep_messages(self, messages: list[MessageRow]) -> None:
         if not messages:
@@ -148,8 +194,9 @@ class SqliteStore(SqliteReads):
         nothing of it is kept."""
         try:
             self._writer.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             self._rollback()
+            self._raise_fault(exc)
             raise
         else:
             if self._wal_reset_due:
