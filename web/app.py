@@ -17,7 +17,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp
 
 from monitor.auth import Permission
-from web import auth_routes, graph, ingest, live, live_ws, rest, state_sources
+from web import auth_routes, graph, ingest, live, live_ws, outputs, rest, state_sources
 from web.access import guard, guard_ws, guarded_stream
 from web.envelope import ApiError, JSONResponse, error
 from web.facade import Api
@@ -134,10 +134,39 @@ def routes() -> list[Route | WebSocketRoute]:
             guard(A, state_sources.delete_source, "state_source.delete"),
             methods=["DELETE"],
         ),
+        *output_routes(),
         Route("/api/v1/audit-log", guard(A, auth_routes.audit_log)),
         Route("/api/v1/audit-log/verify", guard(A, auth_routes.audit_verify)),
         Route("/openapi.json", guard(R, openapi)),
         WebSocketRoute("/ws", guard_ws(R, live_ws.websocket)),
+    ]
+
+
+def output_routes() -> list[Route]:
+    """Outputs: viewers read, admins write (secrets are write-only)."""
+    one, deliveries = "/api/v1/outputs/{id}", "/api/v1/outputs/{id}/deliveries"
+    return [
+        Route("/api/v1/outputs", guard(R, outputs.list_outputs)),
+        Route(
+            "/api/v1/outputs",
+            guard(A, outputs.create_output, "output.create"),
+            methods=["POST"],
+        ),
+        Route(one, guard(R, outputs.get_output)),
+        Route(one, guard(A, outputs.patch_output, "output.update"), methods=["PATCH"]),
+        Route(one, guard(A, outputs.delete_output, "output.delete"), methods=["DELETE"]),
+        Route(one + "/test", guard(A, outputs.test_output, "output.test"), methods=["POST"]),
+        Route(deliveries, guard(R, outputs.deliveries)),
+        Route(
+            deliveries + "/{did}/retry",
+            guard(A, outputs.retry_delivery, "output.retry"),
+            methods=["POST"],
+        ),
+        Route(
+            "/api/v1/config/webhooks/test",
+            guard(A, outputs.test_webhook, "output.test"),
+            methods=["POST"],
+        ),
     ]
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from web.envelope import DRIFT_KINDS, DRIFT_STATUSES, MAX_PAGE, SEVERITIES
 from web.openapi_auth import secure
+from web.openapi_outputs import PATHS as OUTPUT_PATHS
 
 PAGE = [
     {
@@ -407,4 +408,5 @@ SPEC: dict[str, Any] = {
     },
 }
 
+SPEC["paths"].update(OUTPUT_PATHS)
 secure(SPEC)

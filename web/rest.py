@@ -56,7 +56,9 @@ async def health(request: Request) -> Response:
         last = await api.last_seq()
     except Exception as exc:  # reported, not raised: health must answer
         store_ok, store_error, last = False, str(exc), None
-    status = "ok" if state["status"] == "ok" and store_ok else "degraded"
+    outputs = api.outputs.health()
+    healthy = state["status"] == "ok" and store_ok and outputs["status"] == "ok"
+    status = "ok" if healthy else "degraded"
     body = {
         "status": status,
         "started_at": counters.started_at,
@@ -85,6 +87,7 @@ async def health(request: Request) -> Response:
                 "demo": {"status": "ok" if api.settings.demo else "off"},
                 **api.source_statuses(),
             },
+            "outputs": outputs,
         },
     }
     return JSONResponse({"success": True, "data": body}, status_code=200)

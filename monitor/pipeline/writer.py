@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from monitor.hub import Hub
 from monitor.pipeline.isolate import is_record_fault, write_alone
 from monitor.pipeline.publish import PendingMessage, Publisher
-from monitor.store import Store, WriteBatch, WriteOutcome
+from monitor.store import Router, Store, WriteBatch, WriteOutcome
 
 _Entry = tuple[WriteBatch, Sequence[PendingMessage], "asyncio.Future[WriteOutcome]"]
 
@@ -32,6 +32,9 @@ class StoreWriter:
         self._executor: ThreadPoolExecutor | None = None
         self._drain: asyncio.Task[None] | None = None
         self.commits = 0
+        # Queues deliveries to outputs in each write's transaction; told after each commit.
+        self.router: Router | None = None
+        self.on_commit: list[Callable[[], None]] = []
 
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="driftline-store")
@@ -61,11 +64,13 @@ class StoreWriter:
         self, batches: Sequence[WriteBatch], pending: Sequence[Sequence[PendingMessage]]
     ) -> list[WriteOutcome]:
         """One transaction: statements here, COMMIT on the store's thread, then delivery."""
-        outcomes = self.store.stage(batches, Publisher(self.hub, pending))
+        outcomes = self.store.stage(batches, Publisher(self.hub, pending), self.router)
         await asyncio.get_running_loop().run_in_executor(self._executor, self.store.commit_staged)
         self.commits += 1
         # Commit order is delivery order.
         self.hub.deliver(m for o in outcomes for m in o.messages)
+        for hook in self.on_commit:
+            hook()
         return outcomes
 
     async def _run(self) -> None:
