@@ -125,7 +125,8 @@ async def test_dead_letters_and_retry(tmp_path: Path) -> None:
         output_id = await _create(srv.client, _hook(rx.url, max_attempts=2, **FAST))
         await _ingest(srv.client, 2)
         sender = srv.daemon.outputs.senders[output_id]
-        await wait_until(lambda: sender.stats.dead == 2, "two dead deliveries")
+        store = srv.daemon.store
+        await wait_until(lambda: store.delivery_counts(output_id)["dead"] == 2, "two dead")
         url = f"/api/v1/outputs/{output_id}/deliveries"
         dead = (await srv.client.get(url, params={"status": "dead"})).json()["data"]
         assert dead["total"] == 2 and dead["deliveries"][0]["attempts"] == 2

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
-
 from monitor.hub import Message
 from monitor.outputs.spec import OutputSpec
 from monitor.store import DeliveryRow
@@ -36,7 +34,7 @@ def wants(spec: OutputSpec, event: str, m: Message) -> bool:
         severity = m.payload.get("severity")
         if severity not in RANK or RANK[severity] < RANK[spec.min_severity]:
             return False
-    return spec.filter.matches(m.facets())
+    return not spec.filter or spec.filter.matches(m.facets())
 
 
 class Router:
@@ -57,11 +55,9 @@ class Router:
             if m.type not in ROUTED:
                 continue
             event = event_of(m)
-            body: bytes | None = None
             for spec in specs:
                 if wants(spec, event, m):
-                    body = body or orjson.dumps(m.payload)
-                    rows.append((spec.id, m.seq, m.type, event, m.timestamp, body))
+                    rows.append((spec.id, m.seq, m.type, event, m.timestamp, m.body()))
                     self.touched.add(spec.id)
         return rows
 
