@@ -61,6 +61,13 @@ class Message:
     _sse: bytes | None = field(default=None, repr=False)
     _facets: Facets | None = field(default=None, repr=False)
     _faceted: bool = field(default=False, repr=False)
+    _body: bytes | None = field(default=None, repr=False)
+
+    def body(self) -> bytes:
+        """The payload as JSON, encoded once for the store and the outputs' outbox."""
+        if self._body is None:
+            self._body = orjson.dumps(self.payload)
+        return self._body
 
     def facets(self) -> Facets | None:
         """What subscription filters see, worked out once for every subscriber."""
@@ -115,7 +122,7 @@ class Message:
         return self._sse
 
     def row(self) -> tuple[int, str, str, str, bytes]:
-        return (self.seq, self.topic, self.type, self.timestamp, orjson.dumps(self.payload))
+        return (self.seq, self.topic, self.type, self.timestamp, self.body())
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from web import (
     live,
     live_ws,
     noise_routes,
+    outputs,
     rest,
     state_sources,
 )
@@ -174,6 +175,7 @@ def routes() -> list[Route | WebSocketRoute]:
             methods=["DELETE"],
         ),
         *_noise_routes(),
+        *output_routes(),
         Route("/api/v1/audit-log", guard(A, strict(auth_routes.audit_log))),
         Route("/api/v1/audit-log/verify", guard(A, strict(auth_routes.audit_verify))),
         Route("/openapi.json", guard(R, strict(openapi))),
@@ -222,6 +224,34 @@ def _noise_routes() -> list[Route]:
         ),
     ]
     return out
+
+
+def output_routes() -> list[Route]:
+    """Outputs: viewers read, admins write (secrets are write-only)."""
+    one, deliveries = "/api/v1/outputs/{id}", "/api/v1/outputs/{id}/deliveries"
+    return [
+        Route("/api/v1/outputs", guard(R, strict(outputs.list_outputs))),
+        Route(
+            "/api/v1/outputs",
+            guard(A, outputs.create_output, "output.create"),
+            methods=["POST"],
+        ),
+        Route(one, guard(R, strict(outputs.get_output))),
+        Route(one, guard(A, outputs.patch_output, "output.update"), methods=["PATCH"]),
+        Route(one, guard(A, outputs.delete_output, "output.delete"), methods=["DELETE"]),
+        Route(one + "/test", guard(A, outputs.test_output, "output.test"), methods=["POST"]),
+        Route(deliveries, guard(R, strict(outputs.deliveries))),
+        Route(
+            deliveries + "/{did}/retry",
+            guard(A, outputs.retry_delivery, "output.retry"),
+            methods=["POST"],
+        ),
+        Route(
+            "/api/v1/config/webhooks/test",
+            guard(A, outputs.test_webhook, "output.test"),
+            methods=["POST"],
+        ),
+    ]
 
 
 class App(Starlette):

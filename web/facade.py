@@ -15,6 +15,7 @@ from starlette.requests import HTTPConnection
 from graph.builder import GraphBuilder
 from monitor.auth.service import Access
 from monitor.hub import Message, Subscriber
+from monitor.outputs import Outputs
 from monitor.pipeline import IngestResult
 from monitor.store import DeadLetter, DriftFilter, EventFilter, StatusChange
 from monitor.tfstate import ResourceInstance, TfState
@@ -157,6 +158,8 @@ class Api(Ingest, Queries, Health, Live, StateAdmin, NoiseAdmin, Protocol):
     def settings(self) -> WebSettings: ...
     @property
     def access(self) -> Access: ...
+    @property
+    def outputs(self) -> Outputs: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
 

@@ -80,12 +80,17 @@ def _sources(api: Api) -> dict[str, Any]:
 
 async def report(api: Api) -> dict[str, Any]:
     """The detailed health body; `status` is failed when the store refuses writes,
-    degraded when the state or a source is in trouble, else ok."""
+    degraded when the state, a source or an output is in trouble, else ok."""
     counters = api.counters()
     store = await _store(api)
     state = _state(api.state())
     sources = _sources(api)
-    degraded = state["status"] != "ok" or any(s["status"] == "degraded" for s in sources.values())
+    outputs = api.outputs.health()
+    degraded = (
+        state["status"] != "ok"
+        or any(s["status"] == "degraded" for s in sources.values())
+        or outputs["status"] != "ok"
+    )
     status = "failed" if store["status"] != "ok" else "degraded" if degraded else "ok"
     return {
         "status": status,
@@ -101,6 +106,7 @@ async def report(api: Api) -> dict[str, Any]:
                 "lagged_disconnects": counters.lagged_disconnects,
             },
             "sources": sources,
+            "outputs": outputs,
         },
     }
 

@@ -10,6 +10,7 @@ from monitor.filters import KEYS as FILTER_KEYS
 from web.envelope import DRIFT_KINDS, DRIFT_STATUSES, MAX_PAGE, SEVERITIES
 from web.openapi_auth import secure
 from web.openapi_noise import PATHS as NOISE_PATHS
+from web.openapi_outputs import PATHS as OUTPUT_PATHS
 
 # The document states the default graph caps; `spec_for` gives the running ones.
 LIMITS = GraphLimits()
@@ -501,4 +502,5 @@ def spec_for(limits: GraphLimits) -> dict[str, Any]:
 
 
 SPEC["paths"].update(NOISE_PATHS)
+SPEC["paths"].update(OUTPUT_PATHS)
 secure(SPEC)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 import yaml
 
 from monitor.noise import UnmanagedScope
+from monitor.outputs import SpecError, parse_spec
+from monitor.outputs.service import config_id
 from monitor.statesrc import Credentials, SourceError, SourceSpec, parse_source
 from monitor.statesrc.spec import has_glob
 
@@ -118,6 +121,10 @@ class Config:
     graph_window_seconds: float = 600.0  # Falco alert <-> change correlation window
     graph_max_elements: int = 5_000  # the /graph answer cap (nodes + edges)
     k8s_cluster: str | None = None  # the cluster name audit events are attributed to
+    # Outputs (forwarders) declared here are created at start and owned by this file; see
+    # docs/outputs.md. `public_url` is where receivers link to a drift.
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    public_url: str | None = None
     demo: bool = False
     demo_interval_seconds: float = 1.0
     log_level: str = "info"
@@ -143,6 +150,7 @@ class Config:
         self._check_paths()
         self._check_kafka()
         self._check_access()
+        self._check_outputs()
         if self.log_level not in ("critical", "error", "warning", "info", "debug"):
             raise ConfigError(f"log_level: {self.log_level!r} is not a log level")
         return self
@@ -189,6 +197,17 @@ class Config:
             )
             out.append(parse_source(url, http if is_http else None, endpoint))
         return out
+
+    def _check_outputs(self) -> None:
+        names: set[str] = set()
+        for n, body in enumerate(self.outputs):
+            try:
+                spec = parse_spec(body, config_id(str(body.get("name", ""))))
+            except SpecError as exc:
+                raise ConfigError(f"outputs[{n}].{exc}") from None
+            if spec.name in names:
+                raise ConfigError(f"outputs[{n}].name: {spec.name!r} is declared twice")
+            names.add(spec.name)
 
     def _check_access(self) -> None:
         if not self.auth and not is_loopback(self.host):
@@ -255,12 +274,22 @@ _POSITIVE_SECONDS = (
 )
 
 
+def _mappings(name: str, value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, str):  # from the environment: JSON
+        value = json.loads(value)
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{name}: expected a list of mappings")
+    return [{str(k): v for k, v in item.items()} for item in value]
+
+
 def _coerce(name: str, value: Any, kind: str) -> Any:
     if kind.endswith(" | None"):
         if value is None or value == "":
             return None
         kind = kind[: -len(" | None")]
     try:
+        if kind == "list[dict[str, Any]]":
+            return _mappings(name, value)
         if kind == "int":
             return int(value)
         if kind == "float":

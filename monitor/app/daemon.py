@@ -30,6 +30,7 @@ from monitor.noise import (
     UnmanagedScope,
 )
 from monitor.noise.service import NoiseControl
+from monitor.outputs import Outputs
 from monitor.pipeline import Pipeline
 from monitor.statesrc import PollResult, SourceSpec, StateSources, Timing, parse_source
 from monitor.store import (
@@ -98,6 +99,10 @@ class Daemon:
             config.resume_buffer, config.subscriber_queue, clock, start_seq=self.store.last_seq()
         )
         self.pipeline = Pipeline(self.detector, self.store, self.hub, clock)
+        link_base = config.public_url or f"http://{config.host}:{config.port}"
+        self.outputs = Outputs(self.store, config.outputs, link_base)
+        self.pipeline.writer.router = self.outputs.router
+        self.pipeline.writer.on_commit.append(self.outputs.router.committed)
         self.graph = GraphBuilder(
             index,
             GraphLimits(
@@ -126,6 +131,7 @@ class Daemon:
         self.store.start()
         await self.access.start()
         await self.pipeline.start()
+        await self.outputs.start()
         for source in self.sources.values():
             await source.start()
         self._tasks.append(asyncio.create_task(self._watch_state(), name="state-watch"))
@@ -151,6 +157,7 @@ class Daemon:
                 await source.stop()
         self.hub.close_all()
         await self.pipeline.stop()
+        await self.outputs.stop()
         self.store.close()
         await self.access.stop()
 

@@ -12,6 +12,7 @@ from monitor.app.daemon import Daemon
 from monitor.auth.service import Access
 from monitor.hub import Message, Subscriber
 from monitor.noise.catalogue import catalogue_view
+from monitor.outputs import Outputs
 from monitor.pipeline import IngestResult
 from monitor.statesrc import Credentials, SourceError, parse_source
 from monitor.store import DeadLetter, DriftFilter, EventFilter, StatusChange
@@ -54,6 +55,10 @@ class DaemonApi:
     @property
     def access(self) -> Access:
         return self.daemon.access
+
+    @property
+    def outputs(self) -> Outputs:
+        return self.daemon.outputs
 
     async def start(self) -> None:
         await self.daemon.start()

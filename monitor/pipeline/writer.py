@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from monitor.hub import Hub
 from monitor.pipeline.isolate import is_record_fault, write_alone
 from monitor.pipeline.publish import PendingMessage, Publisher
-from monitor.store import StorageFault, Store, WriteBatch, WriteOutcome
+from monitor.store import Router, StorageFault, Store, WriteBatch, WriteOutcome
 
 log = logging.getLogger("driftline.store")
 
@@ -37,6 +37,9 @@ class StoreWriter:
         self.commits = 0
         # The storage fault of the last write (disk full, data dir gone), until one succeeds.
         self.fault: StorageFault | None = None
+        # Queues deliveries to outputs in each write's transaction; told after each commit.
+        self.router: Router | None = None
+        self.on_commit: list[Callable[[], None]] = []
 
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="driftline-store")
@@ -67,7 +70,7 @@ class StoreWriter:
     ) -> list[WriteOutcome]:
         """One transaction: statements here, COMMIT on the store's thread, then delivery."""
         try:
-            outcomes = self.store.stage(batches, Publisher(self.hub, pending))
+            outcomes = self.store.stage(batches, Publisher(self.hub, pending), self.router)
             await asyncio.get_running_loop().run_in_executor(
                 self._executor, self.store.commit_staged
             )
@@ -78,6 +81,8 @@ class StoreWriter:
         self.commits += 1
         # Commit order is delivery order.
         self.hub.deliver(m for o in outcomes for m in o.messages)
+        for hook in self.on_commit:
+            hook()
         return outcomes
 
     async def _run(self) -> None:

@@ -126,6 +126,59 @@ class WriteOutcome:
         return {m.parent for m in self.merges}
 
 
+# A queued delivery: (output id, message seq, message type, routed event, timestamp, body).
+DeliveryRow = tuple[str, int, str, str, str, bytes]
+
+
+class Router(Protocol):
+    """Which outputs want a group's messages: run inside the write's transaction."""
+
+    def route(self, messages: Sequence[Any]) -> Sequence[DeliveryRow]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRow:
+    """A stored output: its spec (JSON, secrets included) and where it came from."""
+
+    id: str
+    name: str
+    origin: str  # api | config
+    spec: bytes
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message queued for one output (`id` is its Delivery-Id)."""
+
+    id: int
+    output_id: str
+    seq: int
+    type: str
+    event: str
+    ts: str
+    body: bytes
+    status: str  # pending | delivered | dead
+    attempts: int
+    next_at: float  # epoch seconds
+    last_error: str | None
+    created_at: float
+    done_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """What a sender did with a delivery."""
+
+    id: int
+    status: str
+    attempts: int
+    next_at: float
+    error: str | None
+    done_at: float | None
+
+
 # Turns a group's outcomes into the messages to keep with them, one list per batch, inside
 # the write's transaction (so a restart replays exactly what was delivered).
 Publisher = Callable[[Sequence[WriteBatch], Sequence[WriteOutcome]], Sequence[Sequence[MessageRow]]]
@@ -154,12 +207,28 @@ class EventFilter:
     until: str | None = None
 
 
-class Store(Protocol):
+class Outbox(Protocol):
+    """Outputs and their queues (methods block; callers run them off the loop)."""
+
+    def outputs(self) -> list[OutputRow]: ...
+    def put_output(self, row: OutputRow) -> None: ...
+    def delete_output(self, output_id: str) -> bool: ...
+    def due_deliveries(self, output_id: str, limit: int) -> list[Delivery]: ...
+    def record_deliveries(self, output_id: str, results: Sequence[DeliveryResult]) -> None: ...
+    def deliveries(
+        self, output_id: str, status: str | None, page: int, limit: int
+    ) -> tuple[list[Delivery], int]: ...
+    def retry_delivery(self, output_id: str, delivery_id: int) -> Delivery | None: ...
+    def delivery_counts(self, output_id: str) -> dict[str, int]: ...
+
+
+class Store(Outbox, Protocol):
     """What the daemon needs from storage. Methods block; callers run reads off the loop.
 
     `start()` starts background work and must precede writes; `close()` ends it. A write is
     `stage` (the statements, in a transaction left open; `publish` supplies the messages to
-    keep with it) then `commit_staged` (durable; may run on another thread); `write` does both.
+    keep with it, `router` the deliveries to queue for them) then `commit_staged` (durable;
+    may run on another thread); `write` does both.
     """
 
     def start(self) -> None: ...
@@ -167,7 +236,10 @@ class Store(Protocol):
         self, batches: Sequence[WriteBatch], publish: Publisher | None = None
     ) -> list[WriteOutcome]: ...
     def stage(
-        self, batches: Sequence[WriteBatch], publish: Publisher | None = None
+        self,
+        batches: Sequence[WriteBatch],
+        publish: Publisher | None = None,
+        router: Router | None = None,
     ) -> list[WriteOutcome]: ...
     def commit_staged(self) -> None: ...
     def check(self) -> str | None: ...

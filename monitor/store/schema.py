@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # Single-column filters whose totals are kept as counters (COUNT(*) over a million rows is
 # too slow for a page request).
 COUNTED = ("severity", "status", "kind", "drift_type", "provider", "resource_type", "actor")
@@ -152,6 +152,22 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX suppressed_drifts_by ON suppressed_drifts(suppressed_by, n);
     CREATE INDEX suppressed_drifts_detected ON suppressed_drifts(detected_at)
+    """,
+    # Outputs (forwarders) and their outbox: a delivery row per (message, matching output),
+    # written in the transaction that stores the message, sent in id order per output.
+    8: """
+    CREATE TABLE outputs (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, origin TEXT NOT NULL,
+        spec BLOB NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL
+    );
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, output_id TEXT NOT NULL, seq INTEGER NOT NULL,
+        type TEXT NOT NULL, event TEXT NOT NULL, ts TEXT NOT NULL, body BLOB NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+        next_at REAL NOT NULL DEFAULT 0, last_error TEXT, created_at REAL NOT NULL,
+        done_at REAL
+    );
+    CREATE INDEX deliveries_queue ON deliveries(output_id, status, id)
     """,
 }
 

@@ -10,18 +10,21 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from monitor.store import outbox
 from monitor.store.facets import Facets
 from monitor.store.faults import as_fault, file_fault, identity
 from monitor.store.protocol import (
     DeadLetter,
     MessageRow,
     Publisher,
+    Router,
     StorageFault,
     StoreSettings,
     WriteBatch,
@@ -32,7 +35,7 @@ from monitor.store.schema import migrate
 from monitor.store.writer import Writer
 
 
-class SqliteStore(SqliteReads):
+class SqliteStore(SqliteReads, outbox.SqliteOutbox):
     """The embedded store: one writer connection, a reader connection per thread."""
 
     def __init__(self, path: str | Path, settings: StoreSettings | None = None) -> None:
@@ -128,10 +131,14 @@ class SqliteStore(SqliteReads):
         return outcomes
 
     def stage(
-        self, batches: Sequence[WriteBatch], publish: Publisher | None = None
+        self,
+        batches: Sequence[WriteBatch],
+        publish: Publisher | None = None,
+        router: Router | None = None,
     ) -> list[WriteOutcome]:
         """The statements of `write`, in a transaction left open: `commit_staged` must
-        follow (from any thread), and no other write starts until it has."""
+        follow (from any thread), and no other write starts until it has. `router` queues
+        the published messages' deliveries in the same transaction."""
         fault = self.check()
         if fault is not None:
             raise StorageFault(fault)
@@ -144,7 +151,12 @@ class SqliteStore(SqliteReads):
                 if publish is not None:
                     for outcome, messages in zip(outcomes, publish(batches, outcomes), strict=True):
                         outcome.messages = messages
-                    self._keep_messages([m for o in outcomes for m in o.messages])
+                    messages = [m for o in outcomes for m in o.messages]
+                    self._keep_messages(messages)
+                    if router is not None and messages:
+                        deliveries = router.route(messages)
+                        if deliveries:
+                            outbox.insert(db, deliveries, time.time())
                 return outcomes
             except BaseException:
                 self._rollback()
