@@ -17,7 +17,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp
 
 from monitor.auth import Permission
-from web import auth_routes, graph, ingest, live, live_ws, rest, state_sources
+from web import auth_routes, graph, ingest, live, live_ws, metrics, rest, state_sources
 from web.access import guard, guard_ws, guarded_stream
 from web.envelope import ApiError, JSONResponse, error
 from web.facade import Api
@@ -137,6 +137,7 @@ def routes() -> list[Route | WebSocketRoute]:
         Route("/api/v1/audit-log", guard(A, auth_routes.audit_log)),
         Route("/api/v1/audit-log/verify", guard(A, auth_routes.audit_verify)),
         Route("/openapi.json", guard(R, openapi)),
+        Route("/metrics", guard(R, metrics.metrics)),
         WebSocketRoute("/ws", guard_ws(R, live_ws.websocket)),
     ]
 
@@ -163,6 +164,7 @@ def create_app(api: Api) -> Starlette:
         routes=routes(),
         middleware=[
             Middleware(SecurityMiddleware, allowed_hosts=api.settings.allowed_hosts),
+            Middleware(metrics.MetricsPort, port=api.settings.metrics_port),
             Middleware(
                 CORSMiddleware,
                 allow_origins=api.settings.cors_origins,

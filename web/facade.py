@@ -43,6 +43,7 @@ class WebSettings:
     allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
     auth_failures_per_minute: int = 10
     session_hours: float = 12.0
+    metrics_port: int | None = None  # serves /metrics alone, without a key (loopback)
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,13 @@ class StateAdmin(Protocol):
     async def remove_state_source(self, source_id: str) -> Row | None: ...
 
 
-class Api(Ingest, Queries, Health, Live, StateAdmin, Protocol):
+class Metrics(Protocol):
+    """What /metrics serves."""
+
+    async def metrics(self) -> tuple[bytes, str]: ...
+
+
+class Api(Ingest, Queries, Health, Live, StateAdmin, Metrics, Protocol):
     """Everything the app serves; it starts and stops with the ASGI lifespan."""
 
     @property

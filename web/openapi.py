@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from web.envelope import DRIFT_KINDS, DRIFT_STATUSES, MAX_PAGE, SEVERITIES
+from web.metrics import OPENAPI_PATH as METRICS
 from web.openapi_auth import secure
 
 PAGE = [
@@ -362,6 +363,7 @@ SPEC: dict[str, Any] = {
         ),
         "/api/v1/graph/stats": _get("Node and edge counts by type", errors=()),
         "/openapi.json": _get("This document", errors=()),
+        "/metrics": METRICS,
     },
     "components": {
         "schemas": {

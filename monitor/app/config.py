@@ -43,6 +43,7 @@ def default_data_dir() -> str:
 class Config:
     host: str = "127.0.0.1"
     port: int = 8080
+    metrics_port: int | None = None  # /metrics alone, without a key, on 127.0.0.1
     state: list[str] = field(default_factory=list)
     data_dir: str = field(default_factory=default_data_dir)
     store: str = "sqlite"  # sqlite | memory
@@ -116,11 +117,17 @@ class Config:
     demo: bool = False
     demo_interval_seconds: float = 1.0
     log_level: str = "info"
+    log_format: str = "text"  # text | json (one object a line)
+    access_log: bool = False  # one line per HTTP request (on at log_level debug too)
 
     def validate(self) -> Config:
         """Check every setting; ConfigError names the first one that is wrong."""
         if not (0 <= self.port <= 65535):
             raise ConfigError(f"port: {self.port} is not a TCP port (0-65535)")
+        if self.metrics_port is not None and not (1 <= self.metrics_port <= 65535):
+            raise ConfigError(f"metrics_port: {self.metrics_port} is not a TCP port (1-65535)")
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ConfigError("metrics_port: must differ from port")
         for name, allowed in _CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -203,6 +210,7 @@ _CHOICES = {
     "store": ("sqlite", "memory"),
     "kafka_offset_reset": ("earliest", "latest"),
     "falco_grpc_mode": ("sub", "get"),
+    "log_format": ("text", "json"),
 }
 _POSITIVE = (
     "max_body_bytes",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
 import os
+import socket
 import sys
 import tempfile
 from typing import Any
 
+from monitor.app import logs
 from monitor.app.config import ConfigError, load_config
 from monitor.auth.db import AuthDbError
 from monitor.tfstate import StateError
@@ -93,6 +94,21 @@ def add_serve_parser(sub: Any) -> None:
         help="bundled demo state and a replayed stream of changes and alerts",
     )
     srv.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    srv.add_argument(
+        "--log-format", choices=["text", "json"], help="text (default) or json, one object a line"
+    )
+    srv.add_argument(
+        "--access-log",
+        action="store_true",
+        default=None,
+        help="log every HTTP request (without debug logging)",
+    )
+    srv.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="also serve /metrics, without a key, on 127.0.0.1:PORT (for a local scraper)",
+    )
     srv.set_defaults(func=_serve)
 
 
@@ -156,6 +172,9 @@ def _serve(args: argparse.Namespace) -> int:
         "falco_grpc_cert": args.falco_grpc_cert,
         "falco_grpc_key": args.falco_grpc_key,
         "log_level": args.log_level,
+        "log_format": args.log_format,
+        "access_log": args.access_log,
+        "metrics_port": args.metrics_port,
     }
     try:
         config = load_config(args.config, dict(os.environ), flags)
@@ -166,9 +185,7 @@ def _serve(args: argparse.Namespace) -> int:
     except (ConfigError, StateError, CatalogueError, AuthDbError) as exc:
         print(f"driftline: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(config.log_level, config.log_format)
     where = f"http://{config.host}:{config.port}"
     print(
         f"driftline: {len(daemon.detector.index)} managed resources from "
@@ -177,8 +194,16 @@ def _serve(args: argparse.Namespace) -> int:
     )
     _announce_access(daemon, where)
     print(f"driftline: listening on {where}", file=sys.stderr)
-    server = uvicorn.Server(server_config(web_app(daemon), config))
+    settings = server_config(web_app(daemon), config)
+    server = uvicorn.Server(settings)
+    sockets = [settings.bind_socket()]
+    if config.metrics_port is not None:
+        # Loopback only, whatever --host says: this port answers /metrics without a key.
+        sockets.append(socket.create_server(("127.0.0.1", config.metrics_port)))
+        print(
+            f"driftline: metrics on http://127.0.0.1:{config.metrics_port}/metrics", file=sys.stderr
+        )
     # The state index, catalogue and graph are long-lived: keep the collector off them.
     gc.freeze()
-    server.run()
+    server.run(sockets=sockets)
     return 0

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from starlette.applications import Starlette
 
 from graph.builder import GraphBuilder
+from monitor.app import metrics
 from monitor.app.daemon import Daemon
 from monitor.auth.service import Access
 from monitor.hub import Message, Subscriber
@@ -42,6 +43,7 @@ class DaemonApi:
             allowed_hosts=tuple(c.allowed_hosts),
             auth_failures_per_minute=c.auth_failures_per_minute,
             session_hours=c.session_hours,
+            metrics_port=c.metrics_port,
         )
 
     @property
@@ -172,6 +174,9 @@ class DaemonApi:
 
     async def last_seq(self) -> int:
         return await asyncio.to_thread(self.daemon.store.last_seq)
+
+    async def metrics(self) -> tuple[bytes, str]:
+        return await metrics.render(self.daemon)
 
     # -- live
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from monitor.hub import Hub
+from monitor.metrics import IngestMetrics
 from monitor.pipeline.isolate import is_record_fault, write_alone
 from monitor.pipeline.publish import PendingMessage, Publisher
 from monitor.store import Store, WriteBatch, WriteOutcome
@@ -24,9 +26,12 @@ class StoreWriter:
     hundreds of times slower under load.
     """
 
-    def __init__(self, store: Store, hub: Hub, max_group: int = 512) -> None:
+    def __init__(
+        self, store: Store, hub: Hub, max_group: int = 512, metrics: IngestMetrics | None = None
+    ) -> None:
         self.store = store
         self.hub = hub
+        self.metrics = metrics or IngestMetrics()
         self.max_group = max_group
         self._pending: list[_Entry] = []
         self._executor: ThreadPoolExecutor | None = None
@@ -62,10 +67,16 @@ class StoreWriter:
     ) -> list[WriteOutcome]:
         """One transaction: statements here, COMMIT on the store's thread, then delivery."""
         outcomes = self.store.stage(batches, Publisher(self.hub, pending))
+        started = time.perf_counter()
         await asyncio.get_running_loop().run_in_executor(self._executor, self.store.commit_staged)
+        committed = time.perf_counter()
         self.commits += 1
         # Commit order is delivery order.
         self.hub.deliver(m for o in outcomes for m in o.messages)
+        m = self.metrics
+        m.commit.observe(committed - started)
+        m.commit_batches.observe(len(batches))
+        m.stored_to_published.observe(time.perf_counter() - committed)
         return outcomes
 
     async def _run(self) -> None:
