@@ -135,3 +135,31 @@ def test_configure_routes_uvicorns_loggers_through_the_one_format(monkeypatch: p
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
     assert orjson.loads(out.getvalue())["logger"] == "uvicorn.error"
+
+
+def test_the_admin_key_file_becomes_the_first_admin_key_and_is_never_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from monitor.app.serve import _announce_access
+    from tests.support.asgi import make_daemon
+
+    assert main(["keys", "generate"]) == 0
+    secret = capsys.readouterr().out.strip()
+    key_file = tmp_path / "admin-key"
+    key_file.write_text(secret + "\n")
+    config = Config(
+        state=[str(ROOT / DEMO_STATE)], data_dir=str(tmp_path / "d"), admin_key_file=str(key_file)
+    )
+    daemon = make_daemon(config)
+    _announce_access(daemon, "http://127.0.0.1:8080")
+    out = capsys.readouterr()
+    assert secret not in out.out + out.err and "from admin_key_file" in out.err
+    from monitor.auth.keys import key_hash
+
+    stored = daemon.access.keys.by_hash(key_hash(secret))
+    assert stored is not None and stored.role == "admin"
+    key_file.write_text("hunter2")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"state: [{ROOT / DEMO_STATE}]\nadmin_key_file: {key_file}\n")
+    assert main(["config", "check", str(bad)]) == 2
+    assert "does not hold a key" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from monitor.auth.keys import is_key_shaped
 from monitor.statesrc import Credentials, SourceError, SourceSpec, parse_source
 from monitor.statesrc.spec import has_glob
 
@@ -53,6 +54,7 @@ class Config:
     cors_origins: list[str] = field(default_factory=lambda: list(DEV_ORIGINS))
     auth: bool = True  # API keys on every route but /livez and /readyz (--no-auth: loopback only)
     allowed_hosts: list[str] = field(default_factory=list)  # default: loopback names + host
+    admin_key_file: str | None = None  # the first admin key, from a secret (never printed)
     auth_failures_per_minute: int = 10  # bad credentials from one client before 429
     session_hours: float = 12.0  # browser sessions (cookie) last this long
     max_body_bytes: int = 10 * 1024 * 1024
@@ -186,7 +188,24 @@ class Config:
             out.append(parse_source(url, http if is_http else None, endpoint))
         return out
 
+    def admin_key(self) -> str | None:
+        """The first admin key `admin_key_file` holds (ConfigError when unreadable or
+        not a key); None without the setting."""
+        if self.admin_key_file is None:
+            return None
+        try:
+            secret = Path(self.admin_key_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"admin_key_file: {self.admin_key_file}: {exc.strerror}") from None
+        if not is_key_shaped(secret):
+            raise ConfigError(
+                f"admin_key_file: {self.admin_key_file} does not hold a key (dl_ and 43 "
+                "base64url characters; make one with: driftline keys generate)"
+            )
+        return secret
+
     def _check_access(self) -> None:
+        self.admin_key()
         if not self.auth and not is_loopback(self.host):
             raise ConfigError(
                 f"auth: --no-auth is only allowed on a loopback address, not host {self.host!r}; "

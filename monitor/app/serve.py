@@ -35,6 +35,11 @@ def add_serve_parser(sub: Any) -> None:
     srv.add_argument("--host", help="listen address (default 127.0.0.1)")
     srv.add_argument("--port", type=int, help="listen port (default 8080)")
     srv.add_argument("--data-dir", help="where the store lives (default ~/.local/share/driftline)")
+    srv.add_argument(
+        "--admin-key-file",
+        metavar="FILE",
+        help="on first start, this key (a mounted secret) becomes the admin key; not printed",
+    )
     srv.add_argument("--store", choices=["sqlite", "memory"], help="store backend")
     srv.add_argument("--severity-rules", metavar="PATH", help="severity rules override (YAML)")
     srv.add_argument(
@@ -121,7 +126,14 @@ def _announce_access(daemon: Any, where: str) -> None:
             file=sys.stderr,
         )
         return
-    created = daemon.access.bootstrap()
+    given = daemon.config.admin_key()
+    created = daemon.access.bootstrap(given)
+    if created is not None and given is not None:
+        print(
+            f"driftline: created the first admin key ({created[1].id}) from admin_key_file",
+            file=sys.stderr,
+        )
+        return
     if created is None:
         print(
             "driftline: API keys required (driftline keys create --data-dir ... --role viewer)",
@@ -152,6 +164,7 @@ def _serve(args: argparse.Namespace) -> int:
         "host": args.host,
         "port": args.port,
         "data_dir": args.data_dir,
+        "admin_key_file": args.admin_key_file,
         "store": args.store,
         "severity_rules": args.severity_rules,
         "apply_principals": args.apply_principal,
