@@ -12,6 +12,7 @@ from typing import Any
 
 from monitor.app import report_formats
 from monitor.app.access_cli import add_access_parsers
+from monitor.app.backup import add_backup_parser
 from monitor.app.batch import STDIN, run_batch
 from monitor.app.config import ConfigError, load_config
 from monitor.app.progress import Progress
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(sub)
     add_access_parsers(sub)
     _add_config_parser(sub)
+    add_backup_parser(sub)
     return parser
 
 
