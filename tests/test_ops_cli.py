@@ -14,6 +14,9 @@ import pytest
 from monitor.app import logs
 from monitor.app.cli import main
 from monitor.app.config import Config, load_config
+from monitor.app.serve import _announce_access
+from monitor.auth.keys import key_hash
+from tests.support.asgi import make_daemon
 from tests.support.records import DEMO_STATE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,9 +143,6 @@ def test_configure_routes_uvicorns_loggers_through_the_one_format(monkeypatch: p
 def test_the_admin_key_file_becomes_the_first_admin_key_and_is_never_printed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
-    from monitor.app.serve import _announce_access
-    from tests.support.asgi import make_daemon
-
     assert main(["keys", "generate"]) == 0
     secret = capsys.readouterr().out.strip()
     key_file = tmp_path / "admin-key"
@@ -154,8 +154,6 @@ def test_the_admin_key_file_becomes_the_first_admin_key_and_is_never_printed(
     _announce_access(daemon, "http://127.0.0.1:8080")
     out = capsys.readouterr()
     assert secret not in out.out + out.err and "from admin_key_file" in out.err
-    from monitor.auth.keys import key_hash
-
     stored = daemon.access.keys.by_hash(key_hash(secret))
     assert stored is not None and stored.role == "admin"
     key_file.write_text("hunter2")
