@@ -16,8 +16,9 @@ from monitor.app.cli import main
 from monitor.app.config import Config, load_config
 from monitor.app.serve import _announce_access
 from monitor.auth.keys import key_hash
-from tests.support.asgi import make_daemon
+from tests.support.asgi import in_memory, make_daemon
 from tests.support.records import DEMO_STATE
+from web.request_id import REQUEST_ID
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "driftline.example.yaml"
@@ -161,3 +162,22 @@ def test_the_admin_key_file_becomes_the_first_admin_key_and_is_never_printed(
     bad.write_text(f"state: [{ROOT / DEMO_STATE}]\nadmin_key_file: {key_file}\n")
     assert main(["config", "check", str(bad)]) == 2
     assert "does not hold a key" in capsys.readouterr().err
+
+
+async def test_every_answer_carries_a_request_id_and_log_lines_get_it(tmp_path: Path):
+    config = Config(state=[str(ROOT / DEMO_STATE)], data_dir=str(tmp_path / "d"))
+    async with in_memory(config) as app:
+        made = await app.client.get("/api/v1/drifts")
+        given = await app.client.get("/api/v1/drifts", headers={"X-Request-ID": "lb-7.a"})
+        hostile = await app.client.get("/api/v1/drifts", headers={"X-Request-ID": "a b\x01"})
+    assert re.fullmatch(r"[0-9a-f]{16}", made.headers["x-request-id"])
+    assert given.headers["x-request-id"] == "lb-7.a"
+    assert re.fullmatch(r"[0-9a-f]{16}", hostile.headers["x-request-id"])
+    token = REQUEST_ID.set("lb-7.a")
+    try:
+        record = logging.makeLogRecord({"name": "driftline", "msg": "m", "levelname": "INFO"})
+        logs.RequestIdFilter().filter(record)
+    finally:
+        REQUEST_ID.reset(token)
+    assert orjson.loads(logs.JsonFormatter().format(record))["request_id"] == "lb-7.a"
+    assert logs.TextFormatter().format(record).endswith("request_id=lb-7.a")

@@ -33,7 +33,7 @@ async def test_json_logs_access_lines_and_the_metrics_port(tmp_path: Path):
             only = await client.get(f"http://127.0.0.1:{metrics_port}/api/v1/drifts", headers=auth)
             keyless = await client.get(f"{base}/metrics")
             viewer = await client.get(f"{base}/metrics", headers=auth)
-            await client.get(f"{base}/api/v1/drifts?ticket={key}", headers=auth)
+            drifts = await client.get(f"{base}/api/v1/drifts?ticket={key}", headers=auth)
         proc.terminate()
         assert proc.stderr is not None
         rest = await asyncio.to_thread(proc.stderr.read)
@@ -46,4 +46,6 @@ async def test_json_logs_access_lines_and_the_metrics_port(tmp_path: Path):
     access = [p for p in parsed if p["logger"] == "uvicorn.access"]
     assert {p["path"].split("?")[0] for p in access} >= {"/metrics", "/api/v1/drifts"}
     assert any(p["logger"] == "uvicorn.error" for p in parsed)  # uvicorn's own lines too
+    request_id = drifts.headers["x-request-id"]
+    assert any(p.get("request_id") == request_id for p in access)
     assert key not in rest.decode()

@@ -22,6 +22,7 @@ from web.access import guard, guard_ws, guarded_stream
 from web.envelope import ApiError, JSONResponse, error
 from web.facade import Api
 from web.openapi import SPEC
+from web.request_id import RequestId
 from web.security import SecurityMiddleware
 from web.sessions import Security
 from web.transport import ServerSend
@@ -163,6 +164,7 @@ def create_app(api: Api) -> Starlette:
     app = App(
         routes=routes(),
         middleware=[
+            Middleware(RequestId),
             Middleware(SecurityMiddleware, allowed_hosts=api.settings.allowed_hosts),
             Middleware(metrics.MetricsPort, port=api.settings.metrics_port),
             Middleware(

@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from web.request_id import REQUEST_ID
+
 FORMATS = ("text", "json")
 TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # The attributes every LogRecord has; anything else was passed as `extra=` (structured).
@@ -62,7 +64,9 @@ class TextFormatter(logging.Formatter):
         super().__init__(TEXT)
 
     def format(self, record: logging.LogRecord) -> str:
-        return scrub(super().format(record))
+        line = super().format(record)
+        request_id = getattr(record, "request_id", None)
+        return scrub(f"{line} request_id={request_id}" if request_id else line)
 
 
 class JsonFormatter(logging.Formatter):
@@ -85,10 +89,21 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+class RequestIdFilter(logging.Filter):
+    """Puts the current HTTP request's id (web/request_id.py) on the line as `request_id`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = REQUEST_ID.get()
+        if request_id is not None and not hasattr(record, "request_id"):
+            record.request_id = request_id
+        return True
+
+
 def configure(level: str, fmt: str) -> None:
     """Send every logger (uvicorn's too: serve passes it no log config) to stderr in `fmt`."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
