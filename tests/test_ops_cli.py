@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import logging
 import re
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -14,9 +17,12 @@ import pytest
 from monitor.app import logs
 from monitor.app.cli import main
 from monitor.app.config import Config, load_config
+from monitor.app.demo_replay import replay_forever
 from monitor.app.serve import _announce_access
 from monitor.auth.keys import key_hash
+from monitor.pipeline import IngestResult
 from tests.support.asgi import in_memory, make_daemon
+from tests.support.live import wait_until
 from tests.support.records import DEMO_STATE
 from web.request_id import REQUEST_ID
 
@@ -181,3 +187,19 @@ async def test_every_answer_carries_a_request_id_and_log_lines_get_it(tmp_path: 
         REQUEST_ID.reset(token)
     assert orjson.loads(logs.JsonFormatter().format(record))["request_id"] == "lb-7.a"
     assert logs.TextFormatter().format(record).endswith("request_id=lb-7.a")
+
+
+async def test_the_demo_logs_its_drifts_with_source_and_drift_id(caplog: pytest.LogCaptureFixture):
+    async def ingest(items: list[Any]) -> IngestResult:
+        return IngestResult(drifts=1, drift_ids=["drift-1"])
+
+    caplog.set_level(logging.INFO, logger="driftline.demo")
+    task = asyncio.create_task(replay_forever(ingest, lambda name: None, 0.001))
+    try:
+        await wait_until(lambda: bool(caplog.records), "a demo log line")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    line = orjson.loads(logs.JsonFormatter().format(caplog.records[0]))
+    assert line["source"] == "demo" and line["drift_id"] == "drift-1"
