@@ -76,5 +76,10 @@ class DeadLetters:
         self._sent.add(mark)
         self.count += 1
         log.warning(
-            "kafka record %s[%d]@%d dead-lettered: %s", msg.topic, msg.partition, msg.offset, reason
+            "kafka record %s[%d]@%d dead-lettered: %s",
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            reason,
+            extra={"source": "kafka", "position": f"{msg.topic}[{msg.partition}]@{msg.offset}"},
         )

@@ -270,7 +270,9 @@ class TrailFileSource(ABC):
             self._wake.clear()
 
     def _fail(self, message: str) -> None:
-        log.warning("%s %s: %s", self.kind, self.cursor.source, message)
+        log.warning(
+            "%s %s: %s", self.kind, self.cursor.source, message, extra={"source": self.kind}
+        )
         self.last_error = message
         self.last_error_at = self.clock()
         if self._state == "running":
@@ -370,6 +372,6 @@ class TrailFileSource(ABC):
         self.records_rejected += bad
         if file_error is not None:
             self.files_rejected += 1
-            log.warning("%s: rejected (%s)", f.location, file_error)
+            log.warning("%s: rejected (%s)", f.location, file_error, extra={"source": self.kind})
         else:
             self.files_done += 1

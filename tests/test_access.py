@@ -212,6 +212,17 @@ async def test_a_foreign_host_header_is_refused(tmp_path: Path) -> None:
         assert ok.status_code == 200
 
 
+async def test_an_ip_address_as_host_is_served_as_probes_and_scrapers_send_it(
+    tmp_path: Path,
+) -> None:
+    async with in_memory(config(tmp_path, allowed_hosts=["drift.corp.example"])) as srv:
+        for host in ("10.42.0.17:8080", "[fd00::17]:8080", "10.42.0.17"):
+            resp = await srv.client.get("/metrics", headers={"Host": host})
+            assert resp.status_code == 200, host
+        named = await srv.client.get("/metrics", headers={"Host": "10.42.0.17.nip.io"})
+        assert named.status_code == 400
+
+
 async def test_security_headers_on_every_answer(tmp_path: Path) -> None:
     async with in_memory(config(tmp_path)) as srv:
         for resp in (

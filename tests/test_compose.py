@@ -3,7 +3,6 @@ services and their wiring, and that the Driftline command line it runs is valid.
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 import yaml
@@ -27,13 +26,24 @@ def test_compose_services_and_wiring() -> None:
     assert {p["name"] for p in falco_conf["plugins"]} == {"cloudtrail", "json"}
 
 
-def test_driftline_command_in_compose_parses() -> None:
+def test_driftline_runs_the_built_image_with_its_key_from_a_secret() -> None:
     doc = yaml.safe_load((ROOT / "compose.yaml").read_text())
-    script = doc["services"]["driftline"]["command"][-1]
-    command = script.split("exec ", 1)[1]
-    argv = shlex.split(command)
-    assert argv[0] == "driftline"
-    args = build_parser().parse_args(argv[1:])
+    service = doc["services"]["driftline"]
+    assert service["build"] == "." and "pip" not in str(service)  # nothing installed at start
+    args = build_parser().parse_args(service["command"])
     assert args.command == "serve"
     assert args.kafka_topic == ["cloudtrail:cloudtrail", "k8s_audit:k8s-audit"]
-    assert args.kafka_bootstrap == "kafka:9092" and args.host == "0.0.0.0"
+    assert args.kafka_bootstrap == "kafka:9092" and args.state == ["/state"]
+    assert args.admin_key_file == "/run/secrets/driftline_admin_key"
+    assert service["secrets"] == ["driftline_admin_key"] and "driftline_admin_key" in doc["secrets"]
+    assert service["read_only"] is True and "driftline-data:/data" in service["volumes"]
+
+
+def test_aws_credentials_reach_the_cloudtrail_plugin_and_falco_has_a_key() -> None:
+    falco = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["falco"]
+    env = falco["environment"]
+    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+        assert name in env, name
+    assert any(v.endswith(":/root/.aws:ro") for v in falco["volumes"])
+    url = next(a for a in falco["command"] if a.startswith("http_output.url="))
+    assert "${DRIFTLINE_FALCO_KEY" in url and url.endswith("@driftline:8080/api/v1/falco/events")

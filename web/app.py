@@ -25,6 +25,7 @@ from web import (
     ingest,
     live,
     live_ws,
+    metrics,
     noise_routes,
     outputs,
     rest,
@@ -35,6 +36,7 @@ from web.envelope import ApiError, JSONResponse, error
 from web.facade import Api, api_of
 from web.openapi import spec_for
 from web.query import strict
+from web.request_id import RequestId
 from web.security import SecurityMiddleware
 from web.sessions import Security
 from web.transport import ServerSend
@@ -179,6 +181,7 @@ def routes() -> list[Route | WebSocketRoute]:
         Route("/api/v1/audit-log", guard(A, strict(auth_routes.audit_log))),
         Route("/api/v1/audit-log/verify", guard(A, strict(auth_routes.audit_verify))),
         Route("/openapi.json", guard(R, strict(openapi))),
+        Route("/metrics", guard(R, strict(metrics.metrics))),
         WebSocketRoute("/ws", guard_ws(R, live_ws.websocket)),
     ]
 
@@ -275,7 +278,9 @@ def create_app(api: Api) -> Starlette:
     app = App(
         routes=routes(),
         middleware=[
+            Middleware(RequestId),
             Middleware(SecurityMiddleware, allowed_hosts=api.settings.allowed_hosts),
+            Middleware(metrics.MetricsPort, port=api.settings.metrics_port),
             Middleware(
                 CORSMiddleware,
                 allow_origins=api.settings.cors_origins,

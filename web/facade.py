@@ -44,6 +44,7 @@ class WebSettings:
     allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
     auth_failures_per_minute: int = 10
     session_hours: float = 12.0
+    metrics_port: int | None = None  # serves /metrics alone, without a key (loopback)
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,13 @@ class NoiseAdmin(Protocol):
     async def suppressed_drifts(self, page: int, limit: int) -> tuple[list[Row], int]: ...
 
 
-class Api(Ingest, Queries, Health, Live, StateAdmin, NoiseAdmin, Protocol):
+class Metrics(Protocol):
+    """What /metrics serves."""
+
+    async def metrics(self) -> tuple[bytes, str]: ...
+
+
+class Api(Ingest, Queries, Health, Live, StateAdmin, NoiseAdmin, Metrics, Protocol):
     """Everything the app serves; it starts and stops with the ASGI lifespan."""
 
     @property

@@ -8,6 +8,7 @@ from typing import Any
 from graph.model import EDGE_TYPES, NODE_TYPES, GraphLimits
 from monitor.filters import KEYS as FILTER_KEYS
 from web.envelope import DRIFT_KINDS, DRIFT_STATUSES, MAX_PAGE, SEVERITIES
+from web.metrics import OPENAPI_PATH as METRICS
 from web.openapi_auth import secure
 from web.openapi_noise import PATHS as NOISE_PATHS
 from web.openapi_outputs import PATHS as OUTPUT_PATHS
@@ -435,6 +436,7 @@ SPEC: dict[str, Any] = {
         ),
         "/api/v1/graph/stats": _get("Node and edge counts by type", errors=()),
         "/openapi.json": _get("This document", errors=()),
+        "/metrics": METRICS,
     },
     "components": {
         "schemas": {

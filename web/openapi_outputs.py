@@ -6,6 +6,7 @@ from typing import Any
 
 from monitor.outputs import DELIVERY_STATUSES
 from monitor.outputs.spec import EVENTS, TYPES
+from web.envelope import MAX_LIMIT, MAX_PAGE
 
 _OK = {
     "description": "success envelope",
@@ -88,8 +89,16 @@ PATHS: dict[str, Any] = {
             parameters=[
                 *_path("id"),
                 {"name": "status", "in": "query", "schema": {"enum": list(DELIVERY_STATUSES)}},
-                {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                {
+                    "name": "page",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                },
             ],
         )
     },

@@ -1,6 +1,12 @@
-"""ASGI middleware: refuse unknown Host headers (DNS rebinding) and add security headers."""
+"""ASGI middleware: refuse unknown Host headers (DNS rebinding) and add security headers.
+
+An IP address as Host is always served: rebinding needs a name the attacker controls (the
+browser sends that name), while schedulers' probes and Prometheus address a pod by its IP.
+"""
 
 from __future__ import annotations
+
+import ipaddress
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,7 +43,7 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)
             return
         host = Headers(scope=scope).get("host", "")
-        if not self.any_host and host_name(host) not in self.allowed:
+        if not self.any_host and not self._allowed(host_name(host)):
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008, "reason": "host not allowed"})
                 return
@@ -49,6 +55,15 @@ class SecurityMiddleware:
         if scope["type"] == "http":
             send = self._with_headers(send)
         await self.app(scope, receive, send)
+
+    def _allowed(self, name: str) -> bool:
+        if name in self.allowed:
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
 
     @staticmethod
     def _with_headers(send: Send) -> Send:

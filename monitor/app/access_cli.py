@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import orjson
 from monitor.app.config import default_data_dir
 from monitor.auth import AuditEntry, Role
 from monitor.auth.db import AuthDbError
-from monitor.auth.keys import KeyOpError
+from monitor.auth.keys import PREFIX, SECRET_BYTES, KeyOpError
 from monitor.auth.service import Access
 from monitor.clock import utc_now
 
@@ -112,6 +113,12 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_OK if result.status == "ok" else EXIT_BROKEN
 
 
+def _generate(args: argparse.Namespace) -> int:
+    """A new key's secret, stored nowhere: for admin_key_file in a deployment's secret."""
+    print(PREFIX + secrets.token_urlsafe(SECRET_BYTES))
+    return 0
+
+
 def _run(func: Any) -> Any:
     def wrapped(args: argparse.Namespace) -> int:
         try:
@@ -145,6 +152,12 @@ def add_access_parsers(sub: Any) -> None:
     lst = ksub.add_parser("list", parents=[data_dir], help="every key's fields, never a secret")
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=_run(_list))
+    gen = ksub.add_parser(
+        "generate",
+        help="print a new key without storing it (for admin_key_file: a Docker or "
+        "Kubernetes secret that becomes the first admin key)",
+    )
+    gen.set_defaults(func=_generate)
     rev = ksub.add_parser("revoke", parents=[data_dir], help="revoke a key by its id")
     rev.add_argument("id")
     rev.set_defaults(func=_run(_revoke))

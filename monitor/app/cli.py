@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from importlib import metadata
+from typing import Any
 
 from monitor.app import report_formats
 from monitor.app.access_cli import add_access_parsers
+from monitor.app.backup import add_backup_parser
 from monitor.app.batch import STDIN, run_batch
+from monitor.app.config import ConfigError, load_config
 from monitor.app.progress import Progress
 from monitor.app.report_formats import Found
 from monitor.app.serve import add_serve_parser
@@ -92,11 +96,36 @@ def _detect(args: argparse.Namespace) -> int:
     return EXIT_DRIFT if failing else EXIT_CLEAN
 
 
+def _config_check(args: argparse.Namespace) -> int:
+    """Validate a settings file (with DRIFTLINE_* applied) as `serve` would, starting nothing."""
+    try:
+        config = load_config(args.file, dict(os.environ), {})
+    except ConfigError as exc:
+        print(f"driftline: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"driftline: {args.file}: ok ({len(config.state)} state source(s), store {config.store})")
+    return EXIT_CLEAN
+
+
+def _add_config_parser(sub: Any) -> None:
+    cfg = sub.add_parser("config", help="check a settings file")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    check = cfg_sub.add_parser(
+        "check",
+        help="validate a settings file without starting",
+        description="Exit 0 when `serve --config FILE` would accept the settings, 2 (with the "
+        "same message as start-up) when not. DRIFTLINE_* variables apply, as they do at start.",
+    )
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(func=_config_check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="driftline",
         description="Real-time Terraform drift monitor: cloud changes checked against tfstate.",
     )
+    parser.add_argument("--version", action="version", version=f"driftline {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     det = sub.add_parser(
@@ -155,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     det.set_defaults(func=_detect)
     add_serve_parser(sub)
     add_access_parsers(sub)
+    _add_config_parser(sub)
+    add_backup_parser(sub)
     return parser
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from monitor.auth.keys import is_key_shaped
 from monitor.noise import UnmanagedScope
 from monitor.outputs import SpecError, parse_spec
 from monitor.outputs.service import config_id
@@ -47,6 +48,7 @@ def default_data_dir() -> str:
 class Config:
     host: str = "127.0.0.1"
     port: int = 8080
+    metrics_port: int | None = None  # /metrics alone, without a key, on 127.0.0.1
     state: list[str] = field(default_factory=list)
     data_dir: str = field(default_factory=default_data_dir)
     store: str = "sqlite"  # sqlite | memory
@@ -60,6 +62,7 @@ class Config:
     cors_origins: list[str] = field(default_factory=lambda: list(DEV_ORIGINS))
     auth: bool = True  # API keys on every route but /livez and /readyz (--no-auth: loopback only)
     allowed_hosts: list[str] = field(default_factory=list)  # default: loopback names + host
+    admin_key_file: str | None = None  # the first admin key, from a secret (never printed)
     auth_failures_per_minute: int = 10  # bad credentials from one client before 429
     session_hours: float = 12.0  # browser sessions (cookie) last this long
     max_body_bytes: int = 10 * 1024 * 1024
@@ -128,11 +131,17 @@ class Config:
     demo: bool = False
     demo_interval_seconds: float = 1.0
     log_level: str = "info"
+    log_format: str = "text"  # text | json (one object a line)
+    access_log: bool = False  # one line per HTTP request (on at log_level debug too)
 
     def validate(self) -> Config:
         """Check every setting; ConfigError names the first one that is wrong."""
         if not (0 <= self.port <= 65535):
             raise ConfigError(f"port: {self.port} is not a TCP port (0-65535)")
+        if self.metrics_port is not None and not (1 <= self.metrics_port <= 65535):
+            raise ConfigError(f"metrics_port: {self.metrics_port} is not a TCP port (1-65535)")
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ConfigError("metrics_port: must differ from port")
         for name, allowed in _CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -209,7 +218,24 @@ class Config:
                 raise ConfigError(f"outputs[{n}].name: {spec.name!r} is declared twice")
             names.add(spec.name)
 
+    def admin_key(self) -> str | None:
+        """The first admin key `admin_key_file` holds (ConfigError when unreadable or
+        not a key); None without the setting."""
+        if self.admin_key_file is None:
+            return None
+        try:
+            secret = Path(self.admin_key_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"admin_key_file: {self.admin_key_file}: {exc.strerror}") from None
+        if not is_key_shaped(secret):
+            raise ConfigError(
+                f"admin_key_file: {self.admin_key_file} does not hold a key (dl_ and 43 "
+                "base64url characters; make one with: driftline keys generate)"
+            )
+        return secret
+
     def _check_access(self) -> None:
+        self.admin_key()
         if not self.auth and not is_loopback(self.host):
             raise ConfigError(
                 f"auth: --no-auth is only allowed on a loopback address, not host {self.host!r}; "
@@ -233,6 +259,7 @@ _CHOICES = {
     "store": ("sqlite", "memory"),
     "kafka_offset_reset": ("earliest", "latest"),
     "falco_grpc_mode": ("sub", "get"),
+    "log_format": ("text", "json"),
 }
 _POSITIVE = (
     "max_body_bytes",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -42,7 +43,7 @@ from monitor.store import (
     StoreSettings,
 )
 from monitor.tfstate import TfState
-from monitor.types import Clock
+from monitor.types import Clock, OnItems
 from rules.catalogue import Catalogue
 from rules.severity import SeverityRules
 
@@ -58,6 +59,7 @@ class StateStatus:
     loaded_at: str | None = None
     error: str | None = None
     reloads: int = 0
+    reload_errors: int = 0  # polls that ended with an error other than the one before
 
 
 class Daemon:
@@ -116,7 +118,7 @@ class Daemon:
             clock,
         )
         self.pipeline.observers.append(self.graph.observer(self._publish_graph))
-        self.sources = build_sources(config, self.pipeline.ingest, self.catalogue, self.dead_letter)
+        self.sources = build_sources(config, self.ingest_as, self.catalogue, self.dead_letter)
         self.started_at: str | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -141,7 +143,7 @@ class Daemon:
             self._tasks.append(asyncio.create_task(self._watch_ignore_file(), name="driftignore"))
         if self.config.demo:
             demo = replay_forever(
-                self.pipeline.ingest, self.catalogue.source_for, self.config.demo_interval_seconds
+                self.ingest_as("demo"), self.catalogue.source_for, self.config.demo_interval_seconds
             )
             self._tasks.append(asyncio.create_task(demo, name="demo"))
 
@@ -161,6 +163,10 @@ class Daemon:
         self.store.close()
         await self.access.stop()
 
+    def ingest_as(self, source: str) -> OnItems:
+        """The pipeline's ingest for one source: its records are counted under its name."""
+        return functools.partial(self.pipeline.ingest, origin=source)
+
     def _publish_graph(self, delta: GraphDelta) -> None:
         # Deltas are not stored: a client that reconnects refetches /api/v1/graph.
         self.hub.publish_ephemeral("graph", "graph", delta.as_dict())
@@ -169,7 +175,10 @@ class Daemon:
         """Poll every source (only the due ones unless `force`); a bad or unreachable one
         keeps its last good state. True when the index was rebuilt."""
         result = await asyncio.to_thread(self.state_sources.poll, force, only)
-        self.state.error = self.state_sources.error()
+        error = self.state_sources.error()
+        if error is not None and error != self.state.error:
+            self.state.reload_errors += 1
+        self.state.error = error
         if result.missing:
             await self.pipeline.publish("state", "state_missing", {"missing": list(result.missing)})
         if not result.changed:

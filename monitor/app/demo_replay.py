@@ -84,6 +84,7 @@ async def replay_forever(ingest: Ingest, source_for: SourceFor, interval: float)
                     "demo: %s -> %d drift(s)",
                     record.get("eventName") or record["rule"],
                     result.drifts,
+                    extra={"source": "demo", "drift_id": result.drift_ids[0]},
                 )
             await asyncio.sleep(interval)
         n += 1

@@ -77,7 +77,9 @@ def server_config(app: Any, config: Config, **over: Any) -> uvicorn.Config:
         "log_level": config.log_level,
         "ws_max_size": WS_HARD_LIMIT,
         "timeout_graceful_shutdown": 5,
-        "access_log": config.log_level == "debug",
+        "access_log": config.access_log or config.log_level == "debug",
+        # serve configures logging itself (monitor/app/logs.py): uvicorn's lines in its format.
+        "log_config": None,
         "http": protocol_for(config.header_read_seconds),
     }
     settings.update(over)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
 import os
+import socket
 import sys
 import tempfile
 from typing import Any
 
+from monitor.app import logs
 from monitor.app.config import ConfigError, load_config
 from monitor.app.repeats import quiet_repeats
 from monitor.auth.db import AuthDbError
@@ -37,6 +38,11 @@ def add_serve_parser(sub: Any) -> None:
     srv.add_argument("--host", help="listen address (default 127.0.0.1)")
     srv.add_argument("--port", type=int, help="listen port (default 8080)")
     srv.add_argument("--data-dir", help="where the store lives (default ~/.local/share/driftline)")
+    srv.add_argument(
+        "--admin-key-file",
+        metavar="FILE",
+        help="on first start, this key (a mounted secret) becomes the admin key; not printed",
+    )
     srv.add_argument("--store", choices=["sqlite", "memory"], help="store backend")
     srv.add_argument("--severity-rules", metavar="PATH", help="severity rules override (YAML)")
     srv.add_argument(
@@ -102,6 +108,21 @@ def add_serve_parser(sub: Any) -> None:
         help="bundled demo state and a replayed stream of changes and alerts",
     )
     srv.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    srv.add_argument(
+        "--log-format", choices=["text", "json"], help="text (default) or json, one object a line"
+    )
+    srv.add_argument(
+        "--access-log",
+        action="store_true",
+        default=None,
+        help="log every HTTP request (without debug logging)",
+    )
+    srv.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="also serve /metrics, without a key, on 127.0.0.1:PORT (for a local scraper)",
+    )
     srv.set_defaults(func=_serve)
 
 
@@ -114,7 +135,14 @@ def _announce_access(daemon: Any, where: str) -> None:
             file=sys.stderr,
         )
         return
-    created = daemon.access.bootstrap()
+    given = daemon.config.admin_key()
+    created = daemon.access.bootstrap(given)
+    if created is not None and given is not None:
+        print(
+            f"driftline: created the first admin key ({created[1].id}) from admin_key_file",
+            file=sys.stderr,
+        )
+        return
     if created is None:
         print(
             "driftline: API keys required (driftline keys create --data-dir ... --role viewer)",
@@ -145,6 +173,7 @@ def _serve(args: argparse.Namespace) -> int:
         "host": args.host,
         "port": args.port,
         "data_dir": args.data_dir,
+        "admin_key_file": args.admin_key_file,
         "store": args.store,
         "severity_rules": args.severity_rules,
         "ignore_file": args.ignore_file,
@@ -166,6 +195,9 @@ def _serve(args: argparse.Namespace) -> int:
         "falco_grpc_cert": args.falco_grpc_cert,
         "falco_grpc_key": args.falco_grpc_key,
         "log_level": args.log_level,
+        "log_format": args.log_format,
+        "access_log": args.access_log,
+        "metrics_port": args.metrics_port,
     }
     try:
         config = load_config(args.config, dict(os.environ), flags)
@@ -183,9 +215,7 @@ def _serve(args: argparse.Namespace) -> int:
     ) as exc:
         print(f"driftline: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(config.log_level, config.log_format)
     quiet_repeats()
     where = f"http://{config.host}:{config.port}"
     print(
@@ -195,8 +225,16 @@ def _serve(args: argparse.Namespace) -> int:
     )
     _announce_access(daemon, where)
     print(f"driftline: listening on {where}", file=sys.stderr)
-    server = uvicorn.Server(server_config(web_app(daemon), config))
+    settings = server_config(web_app(daemon), config)
+    server = uvicorn.Server(settings)
+    sockets = [settings.bind_socket()]
+    if config.metrics_port is not None:
+        # Loopback only, whatever --host says: this port answers /metrics without a key.
+        sockets.append(socket.create_server(("127.0.0.1", config.metrics_port)))
+        print(
+            f"driftline: metrics on http://127.0.0.1:{config.metrics_port}/metrics", file=sys.stderr
+        )
     # The state index, catalogue and graph are long-lived: keep the collector off them.
     gc.freeze()
-    server.run()
+    server.run(sockets=sockets)
     return 0

@@ -26,18 +26,19 @@ _KAFKA_CLIENT_OPTIONS = (
 
 def build_sources(
     config: Config,
-    on_items: OnItems,
+    ingest_as: Callable[[str], OnItems],
     catalogue: Catalogue,
     dead_letter: DeadLetter | None = None,
 ) -> dict[str, Source]:
-    """Every source the configuration turns on, keyed by its /health name."""
+    """Every source the configuration turns on, keyed by its /health name; `ingest_as(name)`
+    is the ingest call that counts and dead-letters records as that source's."""
     sources: dict[str, Source] = {}
     if config.kafka_bootstrap:
-        sources["kafka"] = _kafka(config, on_items, catalogue, dead_letter)
+        sources["kafka"] = _kafka(config, ingest_as("kafka"), catalogue, dead_letter)
     if config.falco_grpc_target:
-        sources["falco_grpc"] = _falco_grpc(config, on_items, catalogue)
+        sources["falco_grpc"] = _falco_grpc(config, ingest_as("falco_grpc"), catalogue)
     try:
-        sources.update(_trails(config, on_items))
+        sources.update(_trails(config, ingest_as))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return sources
@@ -97,7 +98,7 @@ def _falco_grpc(config: Config, on_items: OnItems, catalogue: Catalogue) -> Sour
         raise ConfigError(f"falco_grpc_target: {exc}") from None
 
 
-def _trails(config: Config, on_items: OnItems) -> dict[str, Source]:
+def _trails(config: Config, ingest_as: Callable[[str], OnItems]) -> dict[str, Source]:
     cursors = Path(config.data_dir) / "cursors"
     options: dict[str, Any] = {}
     if config.trail_poll_seconds is not None:
@@ -109,7 +110,7 @@ def _trails(config: Config, on_items: OnItems) -> dict[str, Source]:
         from streams.trail_dir import TrailDirSource
 
         sources["trail_dir"] = TrailDirSource(
-            Path(config.trail_dir), on_items, cursors / "trail-dir.json", **options
+            Path(config.trail_dir), ingest_as("trail_dir"), cursors / "trail-dir.json", **options
         )
     if config.trail_s3_bucket:
         from streams.trail_s3 import TrailS3Source
@@ -117,7 +118,7 @@ def _trails(config: Config, on_items: OnItems) -> dict[str, Source]:
         sources["trail_s3"] = TrailS3Source(
             config.trail_s3_bucket,
             config.trail_s3_prefix,
-            on_items,
+            ingest_as("trail_s3"),
             cursors / "trail-s3.json",
             endpoint_url=config.trail_s3_endpoint_url,
             **options,

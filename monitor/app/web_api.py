@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from starlette.applications import Starlette
 
 from graph.builder import GraphBuilder
+from monitor.app import metrics
 from monitor.app.daemon import Daemon
 from monitor.auth.service import Access
 from monitor.hub import Message, Subscriber
@@ -44,6 +45,7 @@ class DaemonApi:
             allowed_hosts=tuple(c.allowed_hosts),
             auth_failures_per_minute=c.auth_failures_per_minute,
             session_hours=c.session_hours,
+            metrics_port=c.metrics_port,
         )
         self._http_records = 0
         self._http_rejected = 0
@@ -208,6 +210,9 @@ class DaemonApi:
 
     async def store_fault(self) -> str | None:
         return await self.daemon.store_fault()
+
+    async def metrics(self) -> tuple[bytes, str]:
+        return await metrics.render(self.daemon)
 
     # -- live
 

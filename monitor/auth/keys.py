@@ -8,6 +8,7 @@ deliberate delay. The hash is the lookup key; the secret exists only in the crea
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import threading
 import time
@@ -21,6 +22,14 @@ from monitor.types import Clock
 
 PREFIX = "dl_"
 SECRET_BYTES = 32
+_SHAPE = re.compile(r"dl_[A-Za-z0-9_-]{43}")
+
+
+def is_key_shaped(secret: str) -> bool:
+    """Whether `secret` has the form of a Driftline key (as `create` makes them)."""
+    return _SHAPE.fullmatch(secret) is not None
+
+
 _COLS = "id, name, role, created_by, created_at, last_used_at, expires_at, revoked_at"
 
 
@@ -93,9 +102,15 @@ class KeyStore:
         self.clock = clock
 
     def create(
-        self, name: str, role: str, created_by: str | None, expires_in_days: float | None = None
+        self,
+        name: str,
+        role: str,
+        created_by: str | None,
+        expires_in_days: float | None = None,
+        secret: str | None = None,
     ) -> tuple[str, ApiKey]:
-        """A new key: its secret (to show once) and its fields."""
+        """A new key: its secret (to show once; `secret` if given, e.g. from a deployment's
+        secret store) and its fields."""
         if not name or len(name) > 200:
             raise KeyOpError("a key needs a name of 1 to 200 characters")
         try:
@@ -106,8 +121,10 @@ class KeyStore:
             ) from None
         if expires_in_days is not None and not 0 < expires_in_days <= 3650:
             raise KeyOpError("expires-in must be between 0 and 3650 days")
+        if secret is not None and not is_key_shaped(secret):
+            raise KeyOpError("a given key must be dl_ and 43 base64url characters")
         now = self.clock()
-        secret = PREFIX + secrets.token_urlsafe(SECRET_BYTES)
+        secret = secret or PREFIX + secrets.token_urlsafe(SECRET_BYTES)
         key = ApiKey(
             "key_" + secrets.token_hex(8),
             name,

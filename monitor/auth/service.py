@@ -32,11 +32,14 @@ class Access:
     def open(cls, data_dir: str | Path | None, clock: Clock, enabled: bool = True) -> Access:
         return cls(AuthDb.in_dir(data_dir), clock, enabled)
 
-    def bootstrap(self) -> tuple[str, ApiKey] | None:
-        """With auth on and no usable key at all, an admin key (its secret shown once)."""
+    def bootstrap(self, secret: str | None = None) -> tuple[str, ApiKey] | None:
+        """With auth on and no usable key at all, an admin key: `secret` (a deployment's own)
+        or a new one (shown once)."""
         if not self.enabled or self.keys.count_usable():
             return None
-        secret, key = self.keys.create(BOOTSTRAP_NAME, Role.ADMIN.value, "driftline serve")
+        secret, key = self.keys.create(
+            BOOTSTRAP_NAME, Role.ADMIN.value, "driftline serve", secret=secret
+        )
         self.audit.append_now(
             [
                 AuditEntry(

@@ -6,6 +6,8 @@ store's idempotence on ids makes redelivered input produce nothing new.
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -13,11 +15,12 @@ from monitor.clock import utc_now
 from monitor.detect import Detector
 from monitor.hub import Hub, Message
 from monitor.lifecycle import LifecycleError
+from monitor.metrics import IngestMetrics
 from monitor.pipeline.publish import PendingMessage
 from monitor.pipeline.stages import Detect, IngestResult, Observe, Persist, Stage, Work
 from monitor.pipeline.writer import StoreWriter
 from monitor.store import DeadLetter, Retention, StatusChange, Store, WriteBatch
-from monitor.types import Clock, Decoded, Observer
+from monitor.types import Clock, Decoded, Drift, Observer
 
 
 class Pipeline:
@@ -34,14 +37,14 @@ class Pipeline:
         self.store = store
         self.hub = hub
         self.clock = clock
-        self.writer = StoreWriter(store, hub)
+        self.metrics = IngestMetrics()
+        self.writer = StoreWriter(store, hub, metrics=self.metrics)
         self.observers: list[Observer] = []
         self._detect = Detect(detector, store_readonly_events)
-        self.stages: tuple[Stage, ...] = (
-            self._detect,
-            Persist(self.writer),
-            Observe(self.observers),
-        )
+        self._persist = Persist(self.writer)
+        self.stages: tuple[Stage, ...] = (self._detect, self._persist, Observe(self.observers))
+        self.records = 0
+        self.rejected: Counter[str] = Counter()
 
     @property
     def detector(self) -> Detector:
@@ -70,9 +73,25 @@ class Pipeline:
         call order (Kafka) leave it off."""
         batch = WriteBatch(received_at=self.clock(), origin=origin, dead_letters=[*dead_letters])
         work = Work(items, batch, offload=offload)
+        started = time.perf_counter()
         for stage in self.stages:
             await stage.run(work)
-        return work.result
+            if stage is self._persist:
+                self.metrics.ingest_to_stored.observe(time.perf_counter() - started)
+        result = work.result
+        self.records += result.accepted + result.rejected
+        self.rejected.update(result.reasons)
+        self._count(origin, result, work.new_drifts)
+        return result
+
+    def _count(self, origin: str, result: IngestResult, new_drifts: Sequence[Drift]) -> None:
+        m = self.metrics
+        m.received[origin] += result.accepted + result.rejected
+        m.decoded[origin] += result.accepted
+        for reason, n in result.reasons.items():
+            m.rejected[origin, reason] += n
+        for drift in new_drifts:
+            m.drifts[drift.kind, drift.severity] += 1
 
     async def set_status(self, change: StatusChange) -> dict[str, Any]:
         """Move a drift through its lifecycle; LifecycleError when refused."""

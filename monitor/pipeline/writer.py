@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from monitor.hub import Hub
+from monitor.metrics import IngestMetrics
 from monitor.pipeline.isolate import is_record_fault, write_alone
 from monitor.pipeline.publish import PendingMessage, Publisher
 from monitor.store import Router, StorageFault, Store, WriteBatch, WriteOutcome
@@ -27,9 +29,12 @@ class StoreWriter:
     hundreds of times slower under load.
     """
 
-    def __init__(self, store: Store, hub: Hub, max_group: int = 512) -> None:
+    def __init__(
+        self, store: Store, hub: Hub, max_group: int = 512, metrics: IngestMetrics | None = None
+    ) -> None:
         self.store = store
         self.hub = hub
+        self.metrics = metrics or IngestMetrics()
         self.max_group = max_group
         self._pending: list[_Entry] = []
         self._executor: ThreadPoolExecutor | None = None
@@ -71,6 +76,7 @@ class StoreWriter:
         """One transaction: statements here, COMMIT on the store's thread, then delivery."""
         try:
             outcomes = self.store.stage(batches, Publisher(self.hub, pending), self.router)
+            started = time.perf_counter()
             await asyncio.get_running_loop().run_in_executor(
                 self._executor, self.store.commit_staged
             )
@@ -78,9 +84,14 @@ class StoreWriter:
             self._note_fault(exc)
             raise
         self._note_fault(None)
+        committed = time.perf_counter()
         self.commits += 1
         # Commit order is delivery order.
         self.hub.deliver(m for o in outcomes for m in o.messages)
+        m = self.metrics
+        m.commit.observe(committed - started)
+        m.commit_batches.observe(len(batches))
+        m.stored_to_published.observe(time.perf_counter() - committed)
         for hook in self.on_commit:
             hook()
         return outcomes

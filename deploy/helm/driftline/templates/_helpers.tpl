@@ -1,0 +1,28 @@
+{{- define "driftline.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "driftline.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "driftline.selector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "driftline.adminKeySecret" -}}
+{{- .Values.adminKey.existingSecret | default (printf "%s-admin-key" (include "driftline.fullname" .)) -}}
+{{- end -}}
+
+{{- define "driftline.hasAdminKey" -}}
+{{- if or .Values.adminKey.existingSecret .Values.adminKey.value -}}true{{- end -}}
+{{- end -}}
