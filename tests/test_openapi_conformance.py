@@ -70,6 +70,8 @@ def _check(operation: schemathesis.APIOperation, examples: int, key: str) -> Non
     run()
 
 
+# A fuzz run over every operation (about 10 s): the slow tier, to keep the fast one fast.
+@pytest.mark.integration
 def test_the_api_keeps_to_its_document(tmp_path: Path) -> None:
     config = Config(
         state=[str(DEMO_STATE)],
