@@ -6,9 +6,7 @@ from __future__ import annotations
 import base64
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -16,7 +14,9 @@ import pytest
 from monitor.app.config import Config
 from monitor.statesrc import Credentials, StateSources, Timing, parse_source
 from monitor.tfstate import StateError
+from tests.support import moto_s3
 from tests.support.asgi import in_memory
+from tests.support.moto_s3 import s3_client
 from tests.support.records import DEMO_STATE, resize
 from tests.support.state_peers import (
     HttpBackendHandler,
@@ -28,47 +28,19 @@ from tests.support.state_peers import (
 )
 from tests.support.states import state_bytes
 
+# A real S3 API (moto server) and credentials for it, shared with other modules.
+s3_endpoint = moto_s3.s3_endpoint
+aws_env = moto_s3.aws_env
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
-SECRET = "driftline-test-secret-key"
 USER, PW = "gitlab-ci-token", "glpat-xyz"
 
 
 # --- S3 (moto server) ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Credentials for moto through the standard chain; never the machine's own."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDDRIFTLINETEST")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-
-
-def _s3(endpoint: str) -> Any:
-    import boto3
-
-    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name="us-east-1")
-
-
 def test_s3_key_with_workspaces_etag_changes_bad_and_removed(s3_endpoint: str, aws_env: None):
-    s3 = _s3(s3_endpoint)
+    s3 = s3_client(s3_endpoint)
     bucket = f"states-{uuid.uuid4().hex[:10]}"
     s3.create_bucket(Bucket=bucket)
     key = "app/terraform.tfstate"
@@ -105,7 +77,7 @@ def test_s3_key_with_workspaces_etag_changes_bad_and_removed(s3_endpoint: str, a
 
 
 def test_s3_glob_and_a_missing_bucket(s3_endpoint: str, aws_env: None):
-    s3 = _s3(s3_endpoint)
+    s3 = s3_client(s3_endpoint)
     bucket = f"states-{uuid.uuid4().hex[:10]}"
     s3.create_bucket(Bucket=bucket)
     for name in ("stacks/net/terraform.tfstate", "stacks/a/b/app.tfstate", "stacks/x.txt"):

@@ -6,7 +6,7 @@ import asyncio
 import gzip
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,13 @@ from streams.trail_cursor import CursorError, TrailCursor
 from streams.trail_dir import TrailDirSource
 from streams.trail_files import decode_file
 from streams.trail_s3 import TrailS3Source, parse_prefix
+from tests.support import moto_s3
+from tests.support.moto_s3 import SECRET, s3_client
 from tests.support.realdata import CLOUDTRAIL
+
+# A real S3 API (moto server) and credentials for it, shared with other modules.
+s3_endpoint = moto_s3.s3_endpoint
+aws_env = moto_s3.aws_env
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -27,7 +33,6 @@ ACCOUNT = "218007301253"
 DAY = "2023/07/10"
 DAY_DIR = f"AWSLogs/{ACCOUNT}/CloudTrail/us-east-1/{DAY}"
 ORG = "o-aa11bb22cc"
-SECRET = "driftline-test-secret-key"
 
 
 def invictus() -> list[Path]:
@@ -362,37 +367,6 @@ def test_decode_file_reads_concatenated_gzip_members():
 
 
 # --- the S3 poller, against a real moto server -----------------------------------------
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Credentials for moto through the standard chain; never the machine's own."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDDRIFTLINETEST")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-
-
-def s3_client(endpoint: str) -> Any:
-    import boto3
-
-    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name="us-east-1")
 
 
 def new_bucket(endpoint: str) -> str:

@@ -7,26 +7,15 @@ from typing import Any
 
 from graph.model import EDGE_TYPES, NODE_TYPES, GraphLimits
 from monitor.filters import KEYS as FILTER_KEYS
-from web.envelope import DRIFT_KINDS, DRIFT_STATUSES, MAX_PAGE, SEVERITIES
+from web.envelope import DRIFT_KINDS, DRIFT_STATUSES, SEVERITIES
 from web.metrics import OPENAPI_PATH as METRICS
 from web.openapi_auth import secure
+from web.openapi_common import PAGE
 from web.openapi_noise import PATHS as NOISE_PATHS
 from web.openapi_outputs import PATHS as OUTPUT_PATHS
 
 # The document states the default graph caps; `spec_for` gives the running ones.
 LIMITS = GraphLimits()
-PAGE = [
-    {
-        "name": "page",
-        "in": "query",
-        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1},
-    },
-    {
-        "name": "limit",
-        "in": "query",
-        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
-    },
-]
 
 
 def _q(name: str, desc: str, enum: list[str] | None = None) -> dict[str, Any]:

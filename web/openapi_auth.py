@@ -5,16 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from monitor.auth import Role
-from web.envelope import MAX_PAGE
+from web.openapi_common import ERR as _ERR
+from web.openapi_common import OK as _OK
+from web.openapi_common import PAGE as _PAGE
 
-_OK = {
-    "description": "success envelope",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}},
-}
-_ERR = {
-    "description": "error envelope",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-}
 _DENIED = {"401": _ERR, "403": _ERR, "429": _ERR}
 PUBLIC_PATHS = ("/health", "/livez", "/readyz")
 
@@ -79,14 +73,6 @@ TIME = {
         {"const": ""},
     ]
 }
-_PAGE = [
-    {
-        "name": "page",
-        "in": "query",
-        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
-    },
-    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
-]
 
 PATHS: dict[str, Any] = {
     "/api/v1/auth/whoami": {"get": _op("The caller's key id, name, role and credential", "viewer")},

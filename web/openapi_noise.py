@@ -7,28 +7,10 @@ from typing import Any
 
 from monitor.noise import MATCH_KEYS
 from monitor.noise.rules import CUSTOM_KEYS, DISABLED_KEYS, SEVERITIES
-from web.envelope import MAX_LIMIT, MAX_PAGE
+from web.openapi_common import ERR as _ERR
+from web.openapi_common import OK as _OK
+from web.openapi_common import PAGE
 
-_OK = {
-    "description": "success envelope",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}},
-}
-_ERR = {
-    "description": "error envelope",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-}
-PAGE = [
-    {
-        "name": "page",
-        "in": "query",
-        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
-    },
-    {
-        "name": "limit",
-        "in": "query",
-        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
-    },
-]
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 

@@ -6,16 +6,9 @@ from typing import Any
 
 from monitor.outputs import DELIVERY_STATUSES
 from monitor.outputs.spec import EVENTS, TYPES
-from web.envelope import MAX_LIMIT, MAX_PAGE
-
-_OK = {
-    "description": "success envelope",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}},
-}
-_ERR = {
-    "description": "error envelope",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-}
+from web.openapi_common import ERR as _ERR
+from web.openapi_common import OK as _OK
+from web.openapi_common import PAGE
 
 
 def _path(*names: str) -> list[dict[str, Any]]:
@@ -89,16 +82,7 @@ PATHS: dict[str, Any] = {
             parameters=[
                 *_path("id"),
                 {"name": "status", "in": "query", "schema": {"enum": list(DELIVERY_STATUSES)}},
-                {
-                    "name": "page",
-                    "in": "query",
-                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
-                },
-                {
-                    "name": "limit",
-                    "in": "query",
-                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
-                },
+                *PAGE,
             ],
         )
     },
