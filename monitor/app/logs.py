@@ -110,6 +110,10 @@ def configure(level: str, fmt: str) -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        # Whatever an earlier uvicorn.Config left on them (its handlers, its level): the
+        # root's level and handler decide, as for every other logger.
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+        logger.setLevel(logging.NOTSET)
+        logger.disabled = False
