@@ -86,9 +86,15 @@ class EmailTransport:
         return Outcome(True)
 
     def _send(self, spec: OutputSpec, msg: EmailMessage) -> None:
-        if self._smtp is None or self._for is not spec:
-            self._close()
-            self._smtp, self._for = self._connect(spec), spec
+        if self._smtp is not None and self._for is spec:
+            try:
+                self._smtp.send_message(msg)
+                return
+            except smtplib.SMTPServerDisconnected:
+                # Servers drop idle connections: a kept one that went away is no failure.
+                self._smtp = None
+        self._close()
+        self._smtp, self._for = self._connect(spec), spec
         self._smtp.send_message(msg)
 
     @staticmethod
