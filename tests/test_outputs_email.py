@@ -111,3 +111,21 @@ async def test_a_wrong_password_is_retried_then_dead(tmp_path: Path) -> None:
             found = (await srv.client.get(url)).json()["data"]["deliveries"]
         assert found and found[0]["attempts"] == 2 and "535" in found[0]["last_error"]
         assert "wrong-one" not in found[0]["last_error"] and not smtp.mails
+
+
+async def test_a_connection_the_server_dropped_is_reopened_without_a_failure(
+    tmp_path: Path,
+) -> None:
+    with smtp_server(tmp_path, password=PASSWORD) as smtp:
+        async with in_memory(_config(tmp_path)) as srv:
+            created = await srv.client.post("/api/v1/outputs", json=_email(smtp))
+            stats = srv.daemon.outputs.senders[created.json()["data"]["id"]].stats
+            r = await srv.client.post(CLOUDTRAIL, content=orjson.dumps(resize("e-0", "m0.x")))
+            assert r.status_code == 202
+            await wait_until(lambda: stats.delivered == 1, "the first mail")
+            smtp.drop_connections()
+            closed = smtp.transports
+            await wait_until(lambda: all(t.is_closing() for t in closed), "the server's close")
+            r = await srv.client.post(CLOUDTRAIL, content=orjson.dumps(resize("e-1", "m1.x")))
+            await wait_until(lambda: stats.delivered == 2, "the second mail")
+        assert stats.failed_attempts == 0 and len(smtp.logins) == 2

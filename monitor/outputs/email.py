@@ -90,7 +90,9 @@ class EmailTransport:
             try:
                 self._smtp.send_message(msg)
                 return
-            except smtplib.SMTPServerDisconnected:
+            except TimeoutError:
+                raise
+            except (smtplib.SMTPServerDisconnected, ConnectionError):
                 # Servers drop idle connections: a kept one that went away is no failure.
                 self._smtp = None
         self._close()

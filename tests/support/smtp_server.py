@@ -73,6 +73,14 @@ class SmtpServer:
     password: str
     mails: list[Mail] = field(default_factory=list)
     logins: list[tuple[str, str]] = field(default_factory=list)
+    transports: list[Any] = field(default_factory=list)  # of the sessions that sent mail
+    controller: Controller | None = None
+
+    def drop_connections(self) -> None:
+        """Close every session that sent mail, as a server does with idle clients."""
+        assert self.controller is not None
+        for transport in self.transports:
+            self.controller.loop.call_soon_threadsafe(transport.close)
 
     @property
     def url(self) -> str:
@@ -93,6 +101,7 @@ class SmtpServer:
         login = session.auth_data if session.authenticated else None
         tls = session.ssl is not None
         self.mails.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), message, tls, login))
+        self.transports.append(server.transport)
         return "250 OK"
 
 
@@ -116,6 +125,7 @@ def smtp_server(
         auth_required=True,
         ready_timeout=10,
     )
+    server.controller = controller
     controller.start()
     try:
         yield server
