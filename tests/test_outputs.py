@@ -12,10 +12,9 @@ import pytest
 
 from monitor.app.config import Config, ConfigError, load_config
 from monitor.hub import Message
-from monitor.outputs.http import Answer
+from monitor.outputs.http import Answer, retry_after
 from monitor.outputs.render import pagerduty_event, render, slack_message
 from monitor.outputs.route import Router
-from monitor.outputs.sender import retry_after
 from monitor.outputs.spec import SpecError, parse_spec, patched
 from monitor.store import Delivery, SqliteStore, WriteBatch, drift_payload
 from tests.support.asgi import in_memory
@@ -60,6 +59,45 @@ def test_bad_configuration_names_the_setting(body: dict[str, Any], field: str) -
     with pytest.raises(SpecError) as err:
         _spec(**body)
     assert err.value.field == field
+
+
+MAIL = {"name": "m", "type": "email", "url": "smtp://mail.test:587", "from": "d@x.test"}
+MAIL |= {"to": ["a@x.test"], "username": "u", "password": "smtp-secret"}
+KAFKA = {"name": "k", "type": "kafka", "brokers": "k1.test:9092,k2.test:9092", "topic": "drifts"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (MAIL | {"url": "http://mail.test"}, "url"),
+        (MAIL | {"to": ["not-an-address"]}, "to"),
+        ({k: v for k, v in MAIL.items() if k != "to"}, "to"),
+        (MAIL | {"from": "nobody"}, "from"),
+        (MAIL | {"starttls": False}, "password"),  # never a password in the clear
+        ({k: v for k, v in MAIL.items() if k != "password"}, "password"),
+        (MAIL | {"topic": "t"}, "topic"),
+        (KAFKA | {"brokers": "k1.test"}, "brokers"),
+        (KAFKA | {"url": "http://k1.test"}, "url"),
+        ({k: v for k, v in KAFKA.items() if k != "topic"}, "topic"),
+        ({"name": "w", "type": "webhook", "url": "http://x.test", "password": "p"}, "password"),
+    ],
+)
+def test_bad_email_and_kafka_settings_name_the_setting(body: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_spec(body, "o")
+    assert err.value.field == field
+
+
+def test_email_and_kafka_views_and_stored_round_trip() -> None:
+    mail = parse_spec(MAIL, "o")
+    view = mail.view()
+    assert "smtp-secret" not in orjson.dumps(view).decode() and view["secret_set"] is True
+    assert view["to"] == ["a@x.test"] and view["starttls"] is True
+    assert parse_spec(orjson.loads(orjson.dumps(mail.stored())), "o") == mail
+    assert patched(mail, {"to": "b@x.test"}).password == "smtp-secret"
+    kafka = parse_spec(KAFKA, "k")
+    assert kafka.view()["url"] is None and kafka.view()["topic"] == "drifts"
+    assert parse_spec(orjson.loads(orjson.dumps(kafka.stored())), "k") == kafka
 
 
 def test_views_never_show_secrets_and_patches_keep_them() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.app.config import Config
 from tests.support.asgi import in_memory
@@ -169,6 +170,44 @@ async def test_tfdrift_webhook_test_endpoint(tmp_path: Path) -> None:
         r = await srv.client.post("/api/v1/config/webhooks/test", json={"url": refused_url()})
         assert r.json()["data"]["delivered"] is False
         assert (await srv.client.post("/api/v1/config/webhooks/test", json={})).status_code == 400
+
+
+async def _metrics(client: httpx.AsyncClient) -> dict[tuple[str, str], float]:
+    text = (await client.get("/metrics")).text
+    return {
+        (s.name, s.labels.get("output", "")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("driftline_output_")
+    }
+
+
+async def test_delivery_metrics_per_output(tmp_path: Path) -> None:
+    async with receiver() as rx, in_memory(_config(tmp_path)) as srv:
+        await _create(srv.client, _hook(rx.url, name="up", **FAST))
+        slow = FAST | {"backoff_seconds": 60, "max_backoff_seconds": 60}
+        await _create(srv.client, _hook(refused_url(), name="down", **slow))
+        await _create(srv.client, _hook(refused_url(), name="gone", **FAST, max_attempts=1))
+        await _ingest(srv.client, 4)
+        senders = srv.daemon.outputs.senders.values()
+        stats = {s.spec.name: s.stats for s in senders}
+        gone = next(s.spec.id for s in senders if s.spec.name == "gone")
+
+        def settled() -> bool:
+            dead = srv.daemon.store.delivery_counts(gone)["dead"]
+            return stats["up"].delivered == 4 and stats["down"].failed_attempts == 1 and dead == 4
+
+        await wait_until(settled, "sent, failed and dead")
+        m = await _metrics(srv.client)
+    assert m[("driftline_output_deliveries_sent_total", "up")] == 4
+    assert m[("driftline_output_deliveries_dead_total", "gone")] == 4
+    assert m[("driftline_output_delivery_failures_total", "gone")] == 4
+    assert m[("driftline_output_delivery_failures_total", "down")] == 1  # then waits 30-60 s
+    assert m[("driftline_output_backlog", "down")] == 4
+    assert m[("driftline_output_backlog", "gone")] == 0
+    assert m[("driftline_output_deliveries_sent_total", "down")] == 0
+    assert m[("driftline_output_degraded", "gone")] == 1
+    assert m[("driftline_output_degraded", "up")] == 0
 
 
 async def test_sigkill_with_deliveries_pending_loses_nothing(tmp_path: Path) -> None:

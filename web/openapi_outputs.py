@@ -43,6 +43,14 @@ _SPEC_SCHEMA = {
         "rate_limit_per_minute": {"type": "integer", "minimum": 1},
         "backoff_seconds": {"type": "number"},
         "max_backoff_seconds": {"type": "number"},
+        "from": {"type": "string", "description": "email: the sender address"},
+        "to": {"type": "array", "items": {"type": "string"}, "description": "email: recipients"},
+        "username": {"type": "string", "description": "email: SMTP login"},
+        "password": {"type": "string", "description": "email: SMTP password (write-only)"},
+        "starttls": {"type": "boolean", "description": "email: STARTTLS before anything else"},
+        "ca_file": {"type": "string", "description": "email: PEM CAs for the SMTP server"},
+        "brokers": {"type": "string", "description": "kafka: host:port[,host:port...]"},
+        "topic": {"type": "string", "description": "kafka: the topic produced to"},
     },
 }
 

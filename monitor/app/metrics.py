@@ -1,9 +1,10 @@
 """`/metrics`: a running daemon's counters in the Prometheus text format.
 
 Nothing is counted twice: the families are built at scrape time from the counters the
-daemon keeps anyway (hub, state, graph, sources, the store's counter table) plus the few
-the ingest path records (monitor/metrics.py), so a scrape costs one small SQL read and
-ingest pays nothing for a family nobody scrapes.
+daemon keeps anyway (hub, state, graph, sources, output senders, the store's counter table)
+plus the few the ingest path records (monitor/metrics.py), so a scrape costs a few small SQL
+reads (the counters, and each output's backlog on its queue index) and ingest pays nothing
+for a family nobody scrapes.
 """
 
 from __future__ import annotations
@@ -174,14 +175,58 @@ def _kafka(d: Daemon) -> Iterator[Metric]:
     )
 
 
+def _outputs(d: Daemon, backlog: dict[str, int]) -> Iterator[Metric]:
+    outputs = d.outputs
+    senders = [(outputs.specs[i].name, s) for i, s in outputs.senders.items() if i in outputs.specs]
+    senders.sort(key=lambda pair: pair[0])
+    yield _counter(
+        "driftline_output_deliveries_sent",
+        "Deliveries a receiver accepted, per output (since start)",
+        ["output"],
+        [(name, s.stats.delivered) for name, s in senders],
+    )
+    yield _counter(
+        "driftline_output_delivery_failures",
+        "Delivery attempts that failed (each retried or dead), per output (since start)",
+        ["output"],
+        [(name, s.stats.failed_attempts) for name, s in senders],
+    )
+    yield _counter(
+        "driftline_output_deliveries_dead",
+        "Deliveries given up on (attempts or age), per output (since start)",
+        ["output"],
+        [(name, s.stats.dead) for name, s in senders],
+    )
+    yield _gauge(
+        "driftline_output_backlog",
+        "Deliveries waiting to be sent, per output",
+        ["output"],
+        [(name, backlog.get(name, 0)) for name, _ in senders],
+    )
+    yield _gauge(
+        "driftline_output_degraded",
+        "1 while the output's receiver keeps failing",
+        ["output"],
+        [(name, int(s.degraded())) for name, s in senders],
+    )
+
+
+def _backlog(d: Daemon) -> dict[str, int]:
+    """Pending deliveries per output name (a blocking store read)."""
+    specs = dict(d.outputs.specs)
+    return {s.name: d.store.delivery_counts(i)["pending"] for i, s in specs.items()}
+
+
 async def render(daemon: Daemon) -> tuple[bytes, str]:
     """The exposition text and its content type."""
     counters = await asyncio.to_thread(daemon.store.counters)
+    backlog = await asyncio.to_thread(_backlog, daemon)
     families = [
         *_ingest(daemon),
         *_stored(counters),
         *_live(daemon),
         *_state_graph(daemon),
         *_kafka(daemon),
+        *_outputs(daemon, backlog),
     ]
     return generate_latest(_Scrape(families)), CONTENT_TYPE_LATEST

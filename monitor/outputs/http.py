@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import ssl
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import h11
 
 MAX_RESPONSE_BODY = 64 * 1024  # kept for the error message; the rest is read and dropped
 USER_AGENT = "driftline-outputs"
+MAX_RETRY_AFTER = 3600.0
 
 
 class HttpError(Exception):
@@ -28,6 +30,21 @@ class Answer:
     status: int
     headers: dict[str, str]
     body: bytes
+
+
+def retry_after(answer: Answer, now: float) -> float:
+    """Seconds a 429/503 asks us to wait (delta seconds or an HTTP date); 0 if none."""
+    raw = answer.headers.get("retry-after", "").strip()
+    if not raw:
+        return 0.0
+    try:
+        return min(MAX_RETRY_AFTER, max(0.0, float(raw)))
+    except ValueError:
+        pass
+    try:
+        return min(MAX_RETRY_AFTER, max(0.0, parsedate_to_datetime(raw).timestamp() - now))
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _origin(url: str) -> tuple[str, str, int, str]:

@@ -62,7 +62,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= MAX_FIELD else text[: MAX_FIELD - 1] + "…"
 
 
-def _actor(p: dict[str, Any]) -> str:
+def actor_name(p: dict[str, Any]) -> str:
     actor = p.get("actor") or {}
     return str(actor.get("user_name") or actor.get("arn") or actor.get("principal_id") or "-")
 
@@ -73,7 +73,7 @@ def drift_link(link_base: str | None, p: dict[str, Any]) -> str | None:
     return f"{link_base.rstrip('/')}/api/v1/drifts/{p['id']}"
 
 
-_TITLES = {"new": "New drift", "update": "Drift repeated", "resolved": "Drift resolved"}
+TITLES = {"new": "New drift", "update": "Drift repeated", "resolved": "Drift resolved"}
 
 
 def slack_message(d: Delivery, link_base: str | None) -> dict[str, Any]:
@@ -84,14 +84,14 @@ def slack_message(d: Delivery, link_base: str | None) -> dict[str, Any]:
         return {"text": text, "blocks": [_section(text)]}
     severity = str(p.get("severity") or "unknown")
     resource = p.get("resource_address") or f"{p.get('resource_type')} {p.get('resource_id')}"
-    title = f"{_TITLES.get(d.event, 'Drift')}: {severity.upper()} {resource}"
+    title = f"{TITLES.get(d.event, 'Drift')}: {severity.upper()} {resource}"
     change = f"`{p.get('field') or '(resource)'}`: `{_short(p.get('old_value'))}` → "
     change += f"`{_short(p.get('new_value'))}`"
     fields = [
         ("Severity", severity),
         ("Resource", f"`{_short(resource)}`"),
         ("Change", change),
-        ("Actor", _short(_actor(p))),
+        ("Actor", _short(actor_name(p))),
         ("Time", str(p.get("event_time") or d.ts)),
         ("Status", str(p.get("status") or "-")),
     ]
@@ -119,7 +119,7 @@ def pagerduty_event(spec: OutputSpec, d: Delivery, link_base: str | None) -> dic
     if d.event == "resolved":
         return {"routing_key": spec.routing_key, "event_action": "resolve", "dedup_key": dedup}
     resource = p.get("resource_address") or p.get("resource_id") or "resource"
-    summary = f"Terraform drift: {resource} {p.get('field') or ''} changed by {_actor(p)}"
+    summary = f"Terraform drift: {resource} {p.get('field') or ''} changed by {actor_name(p)}"
     event: dict[str, Any] = {
         "routing_key": spec.routing_key,
         "event_action": "trigger",

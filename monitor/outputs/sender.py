@@ -15,33 +15,26 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 
-from monitor.outputs.http import Answer, HttpClient, HttpError
-from monitor.outputs.render import render
+from monitor.outputs.email import EmailTransport
+from monitor.outputs.kafka import KafkaTransport
 from monitor.outputs.spec import OutputSpec
+from monitor.outputs.transport import HttpTransport, Transport
 from monitor.store import Delivery, DeliveryResult, Outbox
 
 log = logging.getLogger("driftline.outputs")
 BATCH = 256  # deliveries read per round
 RECORD_SECONDS = 1.0  # results are recorded at least this often while a batch is sent
 DEGRADED_AFTER = 3  # consecutive failed attempts before the output shows as degraded
-MAX_RETRY_AFTER = 3600.0
 
 
-def retry_after(answer: Answer, now: float) -> float:
-    """Seconds a 429/503 asks us to wait (delta seconds or an HTTP date); 0 if none."""
-    raw = answer.headers.get("retry-after", "").strip()
-    if not raw:
-        return 0.0
-    try:
-        return min(MAX_RETRY_AFTER, max(0.0, float(raw)))
-    except ValueError:
-        pass
-    try:
-        return min(MAX_RETRY_AFTER, max(0.0, parsedate_to_datetime(raw).timestamp() - now))
-    except (TypeError, ValueError):
-        return 0.0
+def transport_for(spec: OutputSpec, link_base: str | None) -> Transport:
+    """A new transport for `spec`'s type (its connection opens on the first send)."""
+    if spec.type == "email":
+        return EmailTransport(link_base)
+    if spec.type == "kafka":
+        return KafkaTransport()
+    return HttpTransport(link_base)
 
 
 @dataclass
@@ -71,7 +64,7 @@ class Sender:
         self.clock = clock
         self.rng = rng or random.Random()
         self.stats = SenderStats()
-        self.client = HttpClient()
+        self.transport = transport_for(spec, link_base)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._next_slot = 0.0
@@ -85,7 +78,7 @@ class Sender:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self.client.close()
+        await self.transport.close()
 
     def wake(self) -> None:
         self._wake.set()
@@ -140,21 +133,13 @@ class Sender:
         if now - d.created_at > spec.max_age_seconds:
             return self._dead(d, d.attempts, f"older than {spec.max_age_seconds:g} s", now)
         await self._pace()
-        headers, body = render(spec, d, now, self.link_base)
-        wait_hint = 0.0
-        try:
-            answer = await self.client.post(spec.url, headers, body, spec.timeout_seconds)
-        except HttpError as exc:
-            error = str(exc)
-        else:
-            if 200 <= answer.status < 300:
-                self.stats.delivered += 1
-                self.stats.consecutive_failures = 0
-                self.stats.last_success_at = self.clock()
-                return DeliveryResult(d.id, "delivered", d.attempts + 1, 0.0, None, self.clock())
-            error = f"HTTP {answer.status}: {answer.body[:200].decode(errors='replace')}"
-            if answer.status in (429, 503):
-                wait_hint = retry_after(answer, self.clock())
+        outcome = await self.transport.send(spec, d, self.clock())
+        if outcome.ok:
+            self.stats.delivered += 1
+            self.stats.consecutive_failures = 0
+            self.stats.last_success_at = self.clock()
+            return DeliveryResult(d.id, "delivered", d.attempts + 1, 0.0, None, self.clock())
+        error = outcome.error or "failed"
         attempts = d.attempts + 1
         self.stats.failed_attempts += 1
         self.stats.consecutive_failures += 1
@@ -162,7 +147,7 @@ class Sender:
         if attempts >= spec.max_attempts:
             return self._dead(d, attempts, f"{attempts} attempts; last: {error}", now)
         backoff = min(spec.max_backoff_seconds, spec.backoff_seconds * 2 ** (attempts - 1))
-        delay = max(backoff * self.rng.uniform(0.5, 1.0), wait_hint)
+        delay = max(backoff * self.rng.uniform(0.5, 1.0), outcome.wait_hint)
         return DeliveryResult(d.id, "pending", attempts, self.clock() + delay, error, None)
 
     def _dead(self, d: Delivery, attempts: int, error: str, now: float) -> DeliveryResult:

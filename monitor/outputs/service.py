@@ -11,10 +11,8 @@ from typing import Any
 
 import orjson
 
-from monitor.outputs.http import HttpClient, HttpError
-from monitor.outputs.render import render
 from monitor.outputs.route import Router
-from monitor.outputs.sender import Sender
+from monitor.outputs.sender import Sender, transport_for
 from monitor.outputs.spec import OutputSpec, SpecError, parse_spec, patched
 from monitor.store import Delivery, Outbox, OutputRow
 
@@ -210,17 +208,12 @@ class Outputs:
         d = Delivery(
             0, spec.id, 0, "drift", "new", self.now(), payload, "pending", 0, 0, None, now, None
         )
-        headers, body = render(spec, d, now, self.link_base)
-        client = HttpClient()
+        transport = transport_for(spec, self.link_base)
         try:
-            answer = await client.post(spec.url, headers, body, spec.timeout_seconds)
-        except HttpError as exc:
-            return {"delivered": False, "status": None, "error": str(exc)}
+            outcome = await transport.send(spec, d, now)
         finally:
-            await client.close()
-        ok = 200 <= answer.status < 300
-        error = None if ok else f"HTTP {answer.status}"
-        return {"delivered": ok, "status": answer.status, "error": error}
+            await transport.close()
+        return {"delivered": outcome.ok, "status": outcome.status, "error": outcome.error}
 
     def health_of(self, output_id: str) -> dict[str, Any]:
         sender = self.senders[output_id]

@@ -3,6 +3,7 @@ its secrets."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -10,13 +11,16 @@ from urllib.parse import urlsplit, urlunsplit
 from monitor.filters import NO_FILTER, Filter, FilterError, parse_filter
 from rules.severity import RANK
 
-TYPES = ("webhook", "slack", "pagerduty")
+TYPES = ("webhook", "slack", "pagerduty", "kafka", "email")
+HTTP_TYPES = ("webhook", "slack", "pagerduty")
 # What a drift message is to an output: a new drift, a repeat or other update, a drift
 # resolved, a state change.
 EVENTS = ("new", "update", "resolved", "state")
 DEFAULT_EVENTS = ("new", "resolved")
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
-SECRETS = ("secret", "routing_key")
+SECRETS = ("secret", "routing_key", "password")
+# Type-specific settings (email: the SMTP envelope and login; kafka: where to produce).
+EXTRAS = ("username", "from", "to", "starttls", "ca_file", "brokers", "topic")
 _LIMITS: dict[str, tuple[float, float]] = {
     "max_attempts": (1, 1000),
     "max_age_seconds": (1, 30 * 86400),
@@ -26,7 +30,8 @@ _LIMITS: dict[str, tuple[float, float]] = {
     "max_backoff_seconds": (0.01, 86400),
 }
 FIELDS = frozenset(
-    {"name", "type", "url", "enabled", "min_severity", "filter", "events", *SECRETS, *_LIMITS}
+    {"name", "type", "url", "enabled", "min_severity", "filter", "events"}
+    | {*SECRETS, *EXTRAS, *_LIMITS}
 )
 
 
@@ -48,6 +53,14 @@ class OutputSpec:
     url: str
     secret: str | None = None  # webhook HMAC key
     routing_key: str | None = None  # PagerDuty integration key
+    password: str | None = None  # SMTP login
+    username: str | None = None
+    mail_from: str | None = None
+    mail_to: tuple[str, ...] = ()
+    starttls: bool = True
+    ca_file: str | None = None  # PEM file of CAs the SMTP server's certificate must chain to
+    brokers: str | None = None  # Kafka bootstrap servers, "host:port,host:port"
+    topic: str | None = None
     enabled: bool = True
     min_severity: str | None = None
     filter: Filter = NO_FILTER
@@ -72,7 +85,7 @@ class OutputSpec:
             "id": self.id,
             "name": self.name,
             "type": self.type,
-            "url": self.url if secrets else redact_url(self.url, self.type),
+            "url": (self.url if secrets else redact_url(self.url, self.type)) or None,
             "enabled": self.enabled,
             "min_severity": self.min_severity,
             "filter": self.raw_filter,
@@ -83,15 +96,23 @@ class OutputSpec:
             "rate_limit_per_minute": self.rate_limit_per_minute,
             "backoff_seconds": self.backoff_seconds,
             "max_backoff_seconds": self.max_backoff_seconds,
-            "secret_set": bool(self.secret or self.routing_key),
+            "secret_set": bool(self.secret or self.routing_key or self.password),
         }
+        if self.type == "email":
+            out |= {"username": self.username, "from": self.mail_from, "to": list(self.mail_to)}
+            out |= {"starttls": self.starttls, "ca_file": self.ca_file}
+        if self.type == "kafka":
+            out |= {"brokers": self.brokers, "topic": self.topic}
         if secrets:
             out |= {"secret": self.secret, "routing_key": self.routing_key}
+            out |= {"password": self.password}
         return out
 
 
 def redact_url(url: str, type_: str) -> str:
     """Scheme, host and port; a webhook keeps its path (Slack's path is its token)."""
+    if not url:
+        return url
     parts = urlsplit(url)
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
@@ -112,13 +133,19 @@ def _text(body: dict[str, Any], name: str, required: bool = False) -> str | None
 
 
 def _url(raw: str | None, type_: str) -> str:
+    if type_ == "kafka":
+        if raw is not None:
+            raise SpecError("url", "a kafka output takes brokers and topic instead")
+        return ""
     if raw is None:
         if type_ == "pagerduty":
             return PAGERDUTY_URL
         raise SpecError("url", "is required")
     parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SpecError("url", f"{redact_url(raw, type_)!r} is not an http(s) URL")
+    schemes = ("smtp",) if type_ == "email" else ("http", "https")
+    if parts.scheme not in schemes or not parts.hostname:
+        kind = "an smtp://host:port" if type_ == "email" else "an http(s)"
+        raise SpecError("url", f"{redact_url(raw, type_)!r} is not {kind} URL")
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
@@ -147,6 +174,64 @@ def _events(raw: Any, type_: str) -> tuple[str, ...]:
     if type_ == "pagerduty" and "state" in raw:
         raise SpecError("events", "a pagerduty output takes new, update and resolved")
     return tuple(e for e in EVENTS if e in raw)
+
+
+_OWN_EXTRAS = {
+    "email": {"username", "from", "to", "starttls", "ca_file", "password"},
+    "kafka": {"brokers", "topic"},
+}
+_ADDRESS = re.compile(r"^[^@\s<>,]+@[^@\s<>,]+$")
+
+
+def _addresses(raw: Any) -> tuple[str, ...]:
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items:
+        raise SpecError("to", "is required: an address or a list of them")
+    if not all(isinstance(a, str) and _ADDRESS.match(a) for a in items):
+        raise SpecError("to", "must be e-mail addresses (name@domain)")
+    return tuple(items)
+
+
+def _brokers(raw: str | None) -> str:
+    if raw is None:
+        raise SpecError("brokers", "is required: host:port[,host:port...]")
+    for broker in raw.split(","):
+        host, _, port = broker.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SpecError("brokers", f"{broker.strip()!r} is not host:port")
+    return raw
+
+
+def _extras(body: dict[str, Any], type_: str) -> dict[str, Any]:
+    """The settings only an email or kafka output takes, as OutputSpec fields."""
+    given = {k for k, v in body.items() if v is not None}
+    foreign = sorted(given & (set(EXTRAS) | {"password"}) - _OWN_EXTRAS.get(type_, set()))
+    if foreign:
+        raise SpecError(foreign[0], f"is not a setting of a {type_} output")
+    if type_ == "kafka":
+        topic = _text(body, "topic", required=True)
+        return {"brokers": _brokers(_text(body, "brokers")), "topic": topic}
+    if type_ != "email":
+        return {}
+    sender = _text(body, "from", required=True) or ""
+    if not _ADDRESS.match(sender):
+        raise SpecError("from", "must be an e-mail address (name@domain)")
+    starttls = body.get("starttls", True)
+    if not isinstance(starttls, bool):
+        raise SpecError("starttls", "must be true or false")
+    username, password = _text(body, "username"), _text(body, "password")
+    if (username is None) != (password is None):
+        raise SpecError("password", "username and password go together")
+    if password is not None and not starttls:
+        raise SpecError("password", "is never sent in the clear: keep starttls on")
+    return {
+        "mail_from": sender,
+        "mail_to": _addresses(body.get("to")),
+        "starttls": starttls,
+        "ca_file": _text(body, "ca_file"),
+        "username": username,
+        "password": password,
+    }
 
 
 def parse_spec(body: dict[str, Any], output_id: str) -> OutputSpec:
@@ -190,6 +275,7 @@ def parse_spec(body: dict[str, Any], output_id: str) -> OutputSpec:
         backoff_seconds=float(_number(body, "backoff_seconds", 1.0) or 1.0),
         max_backoff_seconds=float(_number(body, "max_backoff_seconds", 300.0) or 300.0),
         raw_filter=filt.as_dict(),
+        **_extras(body, type_),
     )
 
 
