@@ -217,10 +217,14 @@ def _backlog(d: Daemon) -> dict[str, int]:
     return {s.name: d.store.delivery_counts(i)["pending"] for i, s in specs.items()}
 
 
+def _reads(d: Daemon) -> tuple[dict[str, Any], dict[str, int]]:
+    """The store's counters and the outputs' backlog: one trip to a thread for both."""
+    return d.store.counters(), _backlog(d)
+
+
 async def render(daemon: Daemon) -> tuple[bytes, str]:
     """The exposition text and its content type."""
-    counters = await asyncio.to_thread(daemon.store.counters)
-    backlog = await asyncio.to_thread(_backlog, daemon)
+    counters, backlog = await asyncio.to_thread(_reads, daemon)
     families = [
         *_ingest(daemon),
         *_stored(counters),
