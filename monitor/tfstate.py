@@ -296,25 +296,6 @@ def load_state_file(path: str | Path) -> TfState:
     return parse_state_bytes(raw, str(p), mtime)
 
 
-def state_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Files named directly, plus every `*.tfstate` below each directory, sorted."""
-    out: list[Path] = []
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*.tfstate") if f.is_file()))
-        elif p.exists():
-            out.append(p)
-        else:
-            raise StateError(f"{p}: no such file or directory")
-    return out
-
-
-def load_states(paths: Iterable[str | Path]) -> list[TfState]:
-    """Load several states (workspaces, stacks); the first bad file raises StateError."""
-    return [load_state_file(p) for p in state_files(paths)]
-
-
 def _match_keys(
     attrs: Mapping[str, Any], names: tuple[str, ...]
 ) -> Iterator[tuple[str | None, ...]]:

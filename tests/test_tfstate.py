@@ -7,14 +7,13 @@ from typing import Any
 import pytest
 
 from monitor.redact import REDACTED
+from monitor.statesrc import StateSources, parse_source
 from monitor.tfstate import (
     StateError,
     StateIndex,
     load_state_file,
-    load_states,
     parse_state,
     provider_name,
-    state_files,
 )
 from tests.support.realdata import TFSTATE
 
@@ -92,13 +91,16 @@ def test_china_partition_arns_are_indexed() -> None:
 
 
 def test_several_states_and_directories() -> None:
-    files = state_files([TFSTATE / "wendiblac-project-bedrock"])
-    assert [f.name for f in files] == ["eks_terraform.tfstate", "vpc_terraform.tfstate"]
-    states = load_states([TFSTATE / "wendiblac-project-bedrock"])
+    sources = StateSources([parse_source(str(TFSTATE / "wendiblac-project-bedrock"))])
+    states = sources.load()
+    assert sorted(Path(s.path).name for s in states) == [
+        "eks_terraform.tfstate",
+        "vpc_terraform.tfstate",
+    ]
     index = StateIndex(states)
     assert len(index) == sum(len(s.managed) for s in states)
     with pytest.raises(StateError, match="no such file"):
-        load_states([TFSTATE / "does-not-exist"])
+        StateSources([parse_source(str(TFSTATE / "does-not-exist"))]).load()
 
 
 def _doc(**instance: Any) -> dict[str, Any]:

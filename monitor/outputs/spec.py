@@ -12,7 +12,6 @@ from monitor.filters import NO_FILTER, Filter, FilterError, parse_filter
 from rules.severity import RANK
 
 TYPES = ("webhook", "slack", "pagerduty", "kafka", "email")
-HTTP_TYPES = ("webhook", "slack", "pagerduty")
 # What a drift message is to an output: a new drift, a repeat or other update, a drift
 # resolved, a state change.
 EVENTS = ("new", "update", "resolved", "state")
