@@ -201,14 +201,17 @@ async def _audit(
     await api_of(request).access.audit.append(entry)
 
 
-def guard(permission: Permission, endpoint: Endpoint, action: str | None = None) -> Endpoint:
-    """`endpoint` behind `permission`; unsafe methods are audited as `action`."""
+def guard(
+    permission: Permission, endpoint: Endpoint, action: str | None = None, tickets: bool = False
+) -> Endpoint:
+    """`endpoint` behind `permission`; unsafe methods are audited as `action`; `tickets`
+    accepts a `?ticket=` too (the SSE stream, which EventSource cannot give a header)."""
 
     @functools.wraps(endpoint)
     async def guarded(request: Request) -> Response:
         if permission is Permission.PUBLIC:
             return await endpoint(request)
-        principal = identify(request)
+        principal = identify(request, tickets)
         authorize(principal, permission)
         _check_body_type(request)
         request.state.principal = principal
@@ -255,17 +258,3 @@ async def deny(ws: WebSocket, exc: ApiError) -> None:
         await ws.send_denial_response(response)
     else:
         await ws.close(code=1008, reason=exc.message[:120])
-
-
-def guarded_stream(endpoint: Endpoint) -> Endpoint:
-    """The SSE route: like guard(READ), but a `?ticket=` is accepted too."""
-
-    @functools.wraps(endpoint)
-    async def guarded(request: Request) -> Response:
-        principal = identify(request, tickets=True)
-        authorize(principal, Permission.READ)
-        request.state.principal = principal
-        return await endpoint(request)
-
-    guarded.permission = Permission.READ  # type: ignore[attr-defined]
-    return guarded

@@ -31,7 +31,7 @@ from web import (
     rest,
     state_sources,
 )
-from web.access import guard, guard_ws, guarded_stream
+from web.access import guard, guard_ws
 from web.envelope import ApiError, JSONResponse, error
 from web.facade import Api, api_of
 from web.openapi import spec_for
@@ -148,7 +148,7 @@ def routes() -> list[Route | WebSocketRoute]:
                 ("/api/v1/ingest/azure-activity", ingest.azure_activity, "azure_activity"),
             )
         ),
-        Route("/api/v1/stream", guarded_stream(strict(live.stream))),
+        Route("/api/v1/stream", guard(R, strict(live.stream), tickets=True)),
         *(Route(r.path, guard(R, strict(r.endpoint))) for r in graph.ROUTES),
         Route("/api/v1/auth/whoami", guard(R, strict(auth_routes.whoami))),
         Route("/api/v1/auth/session", guard(S, auth_routes.start_session), methods=["POST"]),
