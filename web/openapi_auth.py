@@ -8,6 +8,7 @@ from monitor.auth import Role
 from web.openapi_common import ERR as _ERR
 from web.openapi_common import OK as _OK
 from web.openapi_common import PAGE as _PAGE
+from web.openapi_common import path_params
 
 _DENIED = {"401": _ERR, "403": _ERR, "429": _ERR}
 PUBLIC_PATHS = ("/health", "/livez", "/readyz")
@@ -105,9 +106,7 @@ PATHS: dict[str, Any] = {
             "Revoke a key (its sessions end with it); 404 for an unknown id",
             "admin",
             responses={"404": _ERR},
-            parameters=[
-                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-            ],
+            parameters=path_params("id"),
         )
     },
     "/api/v1/state-sources": {
@@ -137,9 +136,7 @@ PATHS: dict[str, Any] = {
             "Stop watching a source; its resources leave the index; 404 for an unknown id",
             "admin",
             responses={"404": _ERR},
-            parameters=[
-                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-            ],
+            parameters=path_params("id"),
         )
     },
     "/api/v1/audit-log": {

@@ -26,3 +26,10 @@ PAGE: list[dict[str, Any]] = [
         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
     },
 ]
+
+
+def path_params(*names: str) -> list[dict[str, Any]]:
+    """Required string path parameters (`{id}`, `{did}`)."""
+    return [
+        {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names
+    ]

@@ -9,9 +9,9 @@ from monitor.noise import MATCH_KEYS
 from monitor.noise.rules import CUSTOM_KEYS, DISABLED_KEYS, SEVERITIES
 from web.openapi_common import ERR as _ERR
 from web.openapi_common import OK as _OK
-from web.openapi_common import PAGE
+from web.openapi_common import PAGE, path_params
 
-_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_ID = path_params("id")
 
 
 def _match(keys: tuple[str, ...], desc: str) -> dict[str, Any]:

@@ -8,13 +8,7 @@ from monitor.outputs import DELIVERY_STATUSES
 from monitor.outputs.spec import EVENTS, TYPES
 from web.openapi_common import ERR as _ERR
 from web.openapi_common import OK as _OK
-from web.openapi_common import PAGE
-
-
-def _path(*names: str) -> list[dict[str, Any]]:
-    return [
-        {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names
-    ]
+from web.openapi_common import PAGE, path_params
 
 
 def _op(summary: str, role: str, ok: str = "200", **extra: Any) -> dict[str, Any]:
@@ -71,24 +65,26 @@ PATHS: dict[str, Any] = {
         ),
     },
     "/api/v1/outputs/{id}": {
-        "get": _op("One output", "viewer", parameters=_path("id")),
+        "get": _op("One output", "viewer", parameters=path_params("id")),
         "patch": _op(
             "Change an output (fields left out are kept)",
             "admin",
-            parameters=_path("id"),
+            parameters=path_params("id"),
             requestBody=_body([]),
         ),
-        "delete": _op("Remove an output and its queue", "admin", parameters=_path("id")),
+        "delete": _op("Remove an output and its queue", "admin", parameters=path_params("id")),
     },
     "/api/v1/outputs/{id}/test": {
-        "post": _op("Send a test drift now; the receiver's answer", "admin", parameters=_path("id"))
+        "post": _op(
+            "Send a test drift now; the receiver's answer", "admin", parameters=path_params("id")
+        )
     },
     "/api/v1/outputs/{id}/deliveries": {
         "get": _op(
             "Deliveries, newest first: status, attempts, last error, next attempt",
             "viewer",
             parameters=[
-                *_path("id"),
+                *path_params("id"),
                 {"name": "status", "in": "query", "schema": {"enum": list(DELIVERY_STATUSES)}},
                 *PAGE,
             ],
@@ -96,7 +92,7 @@ PATHS: dict[str, Any] = {
     },
     "/api/v1/outputs/{id}/deliveries/{did}/retry": {
         "post": _op(
-            "Queue a delivery again (a dead one too)", "admin", parameters=_path("id", "did")
+            "Queue a delivery again (a dead one too)", "admin", parameters=path_params("id", "did")
         )
     },
     "/api/v1/config/webhooks/test": {
